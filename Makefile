@@ -1,0 +1,47 @@
+# The product's interface: `make demo`, `make dev`, `make test` (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+API_PORT ?= 8080
+
+.PHONY: help setup check-tools demo dev test test-unit lint clean
+
+help:
+	@echo "make demo   set up, start the stack, generate 2 images into demo-output/, stop"
+	@echo "make dev    run the whole local stack in the foreground (API on :$(API_PORT))"
+	@echo "make test   run every test (starts and stops the emulators it needs)"
+	@echo "make lint   ruff"
+
+# uv installs exactly what uv.lock pins; it is fetched from PyPI if the machine lacks it.
+$(VENV)/.synced: pyproject.toml uv.lock
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@python3 -m uv sync --frozen --quiet
+	@touch $@
+
+setup: $(VENV)/.synced check-tools
+
+check-tools:
+	@command -v java >/dev/null || { echo "error: Java (17+) is required by the Firestore and Pub/Sub emulators: apt-get install openjdk-17-jre-headless" >&2; exit 1; }
+	@command -v gcloud >/dev/null || { echo "error: the gcloud CLI is required for the Firestore and Pub/Sub emulators (https://cloud.google.com/sdk/docs/install)" >&2; exit 1; }
+	@gcloud emulators firestore --help >/dev/null 2>&1 || { echo "error: the Firestore emulator is missing: gcloud components install cloud-firestore-emulator (or apt-get install google-cloud-cli-firestore-emulator)" >&2; exit 1; }
+	@gcloud beta emulators pubsub --help >/dev/null 2>&1 || { echo "error: the Pub/Sub emulator is missing: gcloud components install pubsub-emulator beta (or apt-get install google-cloud-cli-pubsub-emulator)" >&2; exit 1; }
+
+demo: setup
+	@$(PY) -m infra.demo
+
+dev: setup
+	@API_PORT=$(API_PORT) $(PY) -m infra.stack dev
+
+test: setup
+	@$(PY) -m pytest -q
+
+test-unit: $(VENV)/.synced
+	@$(PY) -m pytest -q tests/unit
+
+lint: $(VENV)/.synced
+	@$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf .dev demo-output .pytest_cache

@@ -1,0 +1,413 @@
+"""The local stack: real emulators, the fal simulator and every function, on this machine.
+
+    python -m infra.stack dev      # foreground until Ctrl-C / SIGTERM; writes .dev/stack.env
+
+Tests use `LocalStack` directly (tests/conftest.py) with free ports, so a running
+`make dev` and a test run never collide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import ssl
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from infra.processes import Managed, free_port, http_ok, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+PROJECT = "imagegen-local"
+TOPIC = "generation-requests"
+SUBSCRIPTION = "generation-requests-dispatcher"
+BUCKET = "imagegen-images"
+DEV_USER = "dev-user"
+
+# (name, entry point folder, target, signature type)
+FUNCTIONS = (
+    ("api", "api", "api", "http"),
+    ("dispatcher", "dispatcher", "dispatcher", "cloudevent"),
+    ("webhook", "webhook", "webhook", "http"),
+)
+
+
+def _write_signing_key(path: Path) -> None:
+    """A throwaway service-account key: the emulator ignores signatures, but V4 signing
+    still needs a real RSA key, so URLs are produced exactly as in production."""
+    if path.exists():
+        return
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": PROJECT,
+                "private_key_id": secrets.token_hex(20),
+                "private_key": pem,
+                "client_email": f"signer@{PROJECT}.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": "https://oauth2.googleapis.com/token",
+            }
+        )
+    )
+
+
+@dataclass
+class LocalStack:
+    state_dir: Path = ROOT / ".dev"
+    api_port: int | None = None
+    # Simulated fal inference time; tests keep it short.
+    inference_delay: float = 0.5
+    processes: dict[str, Managed] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)
+        self.ports = {
+            "firestore": free_port(),
+            "pubsub": free_port(),
+            "storage": free_port(),
+            "falsim": free_port(),
+            "api": self.api_port or free_port(),
+            "dispatcher": free_port(),
+            "webhook": free_port(),
+        }
+
+    # -- environment -------------------------------------------------------------------
+    def _build_env(self) -> dict[str, str]:
+        p = self.ports
+        sim_dir = self.state_dir / "falsim"
+        hmac_file = self.state_dir / "webhook-hmac-key"
+        if not hmac_file.exists():
+            hmac_file.write_text(secrets.token_urlsafe(32))
+        return {
+            "GCP_PROJECT": PROJECT,
+            "GOOGLE_CLOUD_PROJECT": PROJECT,
+            "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{p['firestore']}",
+            "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{p['pubsub']}",
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{p['storage']}",
+            "IMAGES_BUCKET": BUCKET,
+            "GENERATIONS_TOPIC": TOPIC,
+            "API_URL": f"http://127.0.0.1:{p['api']}",
+            "WEBHOOK_URL": f"http://127.0.0.1:{p['webhook']}/",
+            "WEBHOOK_HMAC_KEY": hmac_file.read_text().strip(),
+            "FAL_KEY": os.environ.get("FAL_KEY") or "sim-key",
+            "FAL_SIM_URL": f"https://127.0.0.1:{p['falsim']}",
+            "FAL_QUEUE_RUN_HOST": f"127.0.0.1:{p['falsim']}",
+            "FAL_RUN_HOST": f"127.0.0.1:{p['falsim']}",
+            "FAL_JWKS_URL": f"https://127.0.0.1:{p['falsim']}/.well-known/jwks.json",
+            "FAL_SIM_PRIVATE_KEY_FILE": str(sim_dir / "webhook-signing-key.pem"),
+            "SSL_CERT_FILE": str(sim_dir / "ca-bundle.pem"),
+            "SIGNING_CREDENTIALS_FILE": str(self.state_dir / "signing-key.json"),
+        }
+
+    def _spawn(
+        self, name: str, argv: list[str], extra_env: dict[str, str] | None = None
+    ) -> Managed:
+        env = {**os.environ, **self.env, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
+        managed = Managed(name, argv, env, self.state_dir / "logs" / f"{name}.log", ROOT)
+        managed.start()
+        self.processes[name] = managed
+        return managed
+
+    # -- start-up ----------------------------------------------------------------------
+    def start(self) -> dict[str, str]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "logs").mkdir(exist_ok=True)
+        _write_signing_key(self.state_dir / "signing-key.json")
+        self.env = self._build_env()
+        try:
+            self._start_backends()
+            self._provision()
+            self._start_functions()
+        except BaseException:
+            self.stop()
+            raise
+        return self.env
+
+    def _start_backends(self) -> None:
+        p = self.ports
+        firestore = self._spawn(
+            "firestore",
+            [
+                "gcloud",
+                "emulators",
+                "firestore",
+                "start",
+                f"--host-port=127.0.0.1:{p['firestore']}",
+                "--quiet",
+            ],
+        )
+        pubsub = self._spawn(
+            "pubsub",
+            [
+                "gcloud",
+                "beta",
+                "emulators",
+                "pubsub",
+                "start",
+                f"--host-port=127.0.0.1:{p['pubsub']}",
+                f"--project={PROJECT}",
+                "--quiet",
+            ],
+        )
+        storage = self._spawn(
+            "storage",
+            [
+                str(BIN / "gcp-storage-emulator"),
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p["storage"]),
+                "--in-memory",
+                "--default-bucket",
+                BUCKET,
+                "--quiet",
+            ],
+        )
+        falsim = self._spawn(
+            "falsim",
+            [
+                PYTHON,
+                "-m",
+                "infra.falsim",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p["falsim"]),
+                "--state-dir",
+                str(self.state_dir / "falsim"),
+                "--inference-delay",
+                str(self.inference_delay),
+            ],
+        )
+        insecure = ssl.create_default_context()
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{p['firestore']}/"),
+            60,
+            "Firestore emulator",
+            firestore,
+        )
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{p['pubsub']}/"), 60, "Pub/Sub emulator", pubsub
+        )
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{p['storage']}/storage/v1/b"),
+            30,
+            "Storage emulator",
+            storage,
+        )
+        wait_until(
+            lambda: http_ok(f"https://127.0.0.1:{p['falsim']}/healthz", insecure),
+            30,
+            "fal simulator",
+            falsim,
+        )
+
+    def _provision(self) -> None:
+        """Topic, subscription with a retry policy, bucket, and the dev API key."""
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            from google.api_core.exceptions import AlreadyExists
+            from google.cloud import pubsub_v1
+
+            publisher = pubsub_v1.PublisherClient()
+            subscriber = pubsub_v1.SubscriberClient()
+            topic = publisher.topic_path(PROJECT, TOPIC)
+            with contextlib.suppress(AlreadyExists):
+                publisher.create_topic(name=topic)
+            with contextlib.suppress(AlreadyExists):
+                subscriber.create_subscription(
+                    request={
+                        "name": subscriber.subscription_path(PROJECT, SUBSCRIPTION),
+                        "topic": topic,
+                        "ack_deadline_seconds": 60,
+                        "retry_policy": {
+                            "minimum_backoff": {"seconds": 1},
+                            "maximum_backoff": {"seconds": 10},
+                        },
+                    }
+                )
+            self.env["DEV_API_KEY"] = self.create_api_key(DEV_USER, "admin")
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def create_api_key(self, user_id: str, role: str = "user") -> str:
+        """Issues a key straight into the emulator (the admin endpoint comes later)."""
+        from google.cloud import firestore
+        from imagegen.auth import issue_api_key
+        from imagegen.repository import ApiKeyRepository
+
+        saved = os.environ.get("FIRESTORE_EMULATOR_HOST")
+        os.environ["FIRESTORE_EMULATOR_HOST"] = self.env["FIRESTORE_EMULATOR_HOST"]
+        try:
+            keys = ApiKeyRepository(firestore.Client(project=PROJECT))
+            api_key, _ = issue_api_key(keys, user_id, role, datetime.now(UTC))
+        finally:
+            if saved is None:
+                os.environ.pop("FIRESTORE_EMULATOR_HOST")
+            else:
+                os.environ["FIRESTORE_EMULATOR_HOST"] = saved
+        return api_key
+
+    def function_argv(self, name: str) -> list[str]:
+        folder, target, signature = next((f, t, s) for n, f, t, s in FUNCTIONS if n == name)
+        return [
+            str(BIN / "functions-framework"),
+            "--source",
+            str(ROOT / "functions" / folder / "main.py"),
+            "--target",
+            target,
+            "--signature-type",
+            signature,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.ports[name]),
+        ]
+
+    def start_function(self, name: str) -> None:
+        managed = self._spawn(name, self.function_argv(name))
+        url = f"http://127.0.0.1:{self.ports[name]}/healthz"
+        if name == "dispatcher":  # a CloudEvent function has no GET route; any answer will do
+            wait_until(lambda: _answers(url), 30, name, managed)
+        else:
+            wait_until(lambda: http_ok(url), 30, name, managed)
+
+    def _start_functions(self) -> None:
+        for name, *_ in FUNCTIONS:
+            self.start_function(name)
+        self.start_relay()
+
+    def start_relay(self) -> None:
+        self._spawn(
+            "relay",
+            [
+                PYTHON,
+                "-m",
+                "infra.relay",
+                "--project",
+                PROJECT,
+                "--subscription",
+                SUBSCRIPTION,
+                "--topic",
+                TOPIC,
+                "--target",
+                f"http://127.0.0.1:{self.ports['dispatcher']}/",
+            ],
+        )
+
+    def stop(self) -> None:
+        for managed in reversed(list(self.processes.values())):
+            managed.stop()
+        self.processes.clear()
+
+    def write_env_file(self) -> Path:
+        keys = (
+            "API_URL",
+            "WEBHOOK_URL",
+            "DEV_API_KEY",
+            "FIRESTORE_EMULATOR_HOST",
+            "PUBSUB_EMULATOR_HOST",
+            "STORAGE_EMULATOR_HOST",
+            "GCP_PROJECT",
+            "IMAGES_BUCKET",
+            "FAL_SIM_URL",
+            "FAL_SIM_PRIVATE_KEY_FILE",
+        )
+        path = self.state_dir / "stack.env"
+        path.write_text("".join(f"{k}={self.env[k]}\n" for k in keys))
+        return path
+
+
+def _answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=1).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def dev(api_port: int) -> None:
+    stack = LocalStack(api_port=api_port)
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    print("starting the local stack...", flush=True)
+    started = time.monotonic()
+    try:
+        env = stack.start()
+        env_file = stack.write_env_file()
+        print(
+            f"""
+ready in {time.monotonic() - started:.1f} s; environment written to {env_file}
+
+  API       {env["API_URL"]}
+  webhook   {env["WEBHOOK_URL"]}
+  fal sim   {env["FAL_SIM_URL"]}
+  logs      {stack.state_dir / "logs"}/
+
+Try it:
+  curl -s -X POST {env["API_URL"]}/v1/images/generations \\
+    -H "Authorization: Bearer {env["DEV_API_KEY"]}" -H "Content-Type: application/json" \\
+    -d '{{"prompt": "a lighthouse at dusk", "numImages": 2}}'
+  curl -s {env["API_URL"]}/v1/images/generations/ID -H "Authorization: Bearer {env["DEV_API_KEY"]}"
+
+Ctrl-C stops everything.""",
+            flush=True,
+        )
+        while not stopped.wait(1.0):
+            dead = [name for name, m in stack.processes.items() if not m.alive()]
+            if dead:
+                print(
+                    f"stopping: {', '.join(dead)} exited; see {stack.state_dir / 'logs'}/",
+                    file=sys.stderr,
+                )
+                break
+    finally:
+        print("stopping the local stack...", flush=True)
+        stack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m infra.stack")
+    sub = parser.add_subparsers(dest="command", required=True)
+    dev_parser = sub.add_parser("dev", help="run the whole stack in the foreground")
+    dev_parser.add_argument("--api-port", type=int, default=int(os.environ.get("API_PORT", 8080)))
+    args = parser.parse_args()
+    if args.command == "dev":
+        dev(args.api_port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""The dispatcher's event edge: Eventarc CloudEvent → Pub/Sub envelope → generation id.
+
+A message that can never be understood is logged and acknowledged (returning drops it);
+only failures that another delivery could fix are raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pydantic
+
+from imagegen import context
+from imagegen.dispatch import dispatch
+from imagegen.models.events import GenerationMessage, PubSubEnvelope
+from imagegen.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def handle(data: Any, event_id: str | None = None) -> None:
+    try:
+        envelope = PubSubEnvelope.model_validate(data)
+        message = GenerationMessage.model_validate_json(envelope.message.data)
+    except pydantic.ValidationError as exc:
+        log.error("dropping malformed Pub/Sub event %s: %s", event_id, exc.errors()[:3])
+        return
+    dispatch(message.generation_id, context.generations(), context.fal_gateway(), get_settings())

@@ -1,0 +1,75 @@
+"""The one place that talks to fal.ai's queue API, through the official fal_client.
+
+fal errors are sorted here into the product's two kinds: transient ones (rate limits,
+server errors, timeouts, connection failures) become `RetryableError` so the Pub/Sub
+delivery is retried; everything else fal refuses becomes `UpstreamRejectedError`, which
+fails the generation with fal's own reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from imagegen.errors import RetryableError, UpstreamRejectedError
+
+TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
+
+
+@dataclass(frozen=True)
+class Submission:
+    request_id: str
+
+
+def _describe(detail: Any) -> str:
+    """fal's 422 detail is a list of {loc, msg, type}; make it one readable sentence."""
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{loc}: {item.get('msg', '')}".strip(": "))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    if isinstance(detail, str):
+        return detail
+    return json.dumps(detail)[:500]
+
+
+class FalGateway:
+    def __init__(self, key: str, timeout_seconds: float) -> None:
+        self._key = key
+        self._timeout = timeout_seconds
+        self._client = None
+
+    def _sync_client(self):  # noqa: ANN202 - fal_client is imported lazily
+        if self._client is None:
+            import fal_client
+
+            self._client = fal_client.SyncClient(key=self._key, default_timeout=self._timeout)
+        return self._client
+
+    def submit(self, app: str, arguments: dict[str, Any], webhook_url: str) -> Submission:
+        import fal_client
+        import httpx
+
+        try:
+            handle = self._sync_client().submit(app, arguments, webhook_url=webhook_url)
+        except fal_client.client.FalClientHTTPError as exc:
+            status = exc.status_code
+            if status >= 500 or status in TRANSIENT_STATUSES:
+                raise RetryableError(
+                    f"fal.ai answered {status}", code="fal_unavailable", details={"status": status}
+                ) from None
+            raise UpstreamRejectedError(
+                _describe(exc.message) or f"fal.ai refused the request ({status})",
+                code="fal_rejected",
+                details={"status": status, "detail": exc.message},
+            ) from None
+        except (httpx.TransportError, fal_client.client.FalClientTimeoutError) as exc:
+            raise RetryableError(
+                f"fal.ai unreachable: {type(exc).__name__}", code="fal_unreachable"
+            ) from None
+        return Submission(request_id=handle.request_id)

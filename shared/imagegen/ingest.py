@@ -1,0 +1,151 @@
+"""Turning a verified fal result into stored images and a completed generation.
+
+Delivery is at least once: a duplicate finds its part already completed and changes
+nothing; object paths are deterministic, so even two deliveries racing past that check
+overwrite the same objects rather than add copies, and only one of them commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import pydantic
+
+from imagegen.errors import UpstreamRejectedError
+from imagegen.image_fetch import ImageFetcher
+from imagegen.models.events import FalOutput, FalWebhook
+from imagegen.models.records import ErrorInfo, Generation, GenerationPart, PartStatus, StoredImage
+from imagegen.repository import GenerationRepository
+from imagegen.storage import ImageStore, image_path
+from imagegen.webhook_url import PartRef
+
+log = logging.getLogger(__name__)
+MAX_PARALLEL_COPIES = 5
+
+
+class Outcome(StrEnum):
+    COMPLETED_PART = "completed_part"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Collaborators:
+    repo: GenerationRepository
+    store: ImageStore
+    fetcher: ImageFetcher
+
+
+def _locate(webhook: FalWebhook, ref: PartRef | None, c: Collaborators) -> PartRef | None:
+    if ref is not None:
+        return ref
+    found = c.repo.find_fal_request(webhook.request_id)
+    return PartRef(found.generation_id, found.part_index) if found else None
+
+
+def _fail(c: Collaborators, generation: Generation, code: str, message: str) -> Outcome:
+    c.repo.fail(generation.id, ErrorInfo(code=code, message=message), datetime.now(UTC))
+    log.warning("generation failed", extra={"generationId": generation.id, "code": code})
+    return Outcome.FAILED
+
+
+def _copy(
+    c: Collaborators, generation: Generation, part: GenerationPart, output: FalOutput
+) -> list[StoredImage]:
+    seed = None if output.seed is None else str(output.seed)
+
+    def copy_one(offset: int) -> StoredImage:
+        fetched = c.fetcher.fetch(output.images[offset].url)
+        index = part.first_image + offset
+        path = image_path(generation.user_id, generation.id, index, fetched.extension)
+        nsfw = offset < len(output.has_nsfw_concepts) and output.has_nsfw_concepts[offset]
+        c.store.upload(
+            path,
+            fetched.data,
+            fetched.content_type,
+            {
+                "generationId": generation.id,
+                "userId": generation.user_id,
+                "index": str(index),
+                "seed": seed or "",
+            },
+        )
+        return StoredImage(
+            index=index,
+            bucket=c.store.bucket_name,
+            path=path,
+            width=fetched.width,
+            height=fetched.height,
+            content_type=fetched.content_type,
+            file_size=len(fetched.data),
+            seed=seed,
+            nsfw=nsfw,
+        )
+
+    count = len(output.images)
+    if count == 1:
+        return [copy_one(0)]
+    with ThreadPoolExecutor(max_workers=min(count, MAX_PARALLEL_COPIES)) as pool:
+        return list(pool.map(copy_one, range(count)))
+
+
+def ingest(webhook: FalWebhook, ref: PartRef | None, c: Collaborators) -> Outcome:
+    located = _locate(webhook, ref, c)
+    generation = c.repo.get(located.generation_id) if located else None
+    if located is None or generation is None or located.part_index >= len(generation.parts):
+        log.warning(
+            "webhook for an unknown fal request", extra={"falRequestId": webhook.request_id}
+        )
+        return Outcome.UNKNOWN
+    part = generation.part(located.part_index)
+    if generation.is_terminal or part.status is PartStatus.COMPLETED:
+        log.info(
+            "duplicate webhook ignored",
+            extra={"generationId": generation.id, "falRequestId": webhook.request_id},
+        )
+        return Outcome.DUPLICATE
+
+    if webhook.status == "ERROR":
+        detail = webhook.error or "fal.ai reported an error"
+        return _fail(c, generation, "fal_error", detail[:1000])
+    if webhook.payload_error:
+        return _fail(c, generation, "fal_payload_error", webhook.payload_error[:1000])
+    try:
+        output = FalOutput.model_validate(webhook.payload or {})
+    except pydantic.ValidationError:
+        return _fail(c, generation, "invalid_output", "fal.ai returned an unreadable result")
+    if not output.images:
+        return _fail(c, generation, "no_images", "fal.ai returned no images")
+    if len(output.images) != part.num_images:
+        return _fail(
+            c,
+            generation,
+            "wrong_image_count",
+            f"fal.ai returned {len(output.images)} images, expected {part.num_images}",
+        )
+
+    try:
+        images = _copy(c, generation, part, output)
+    except UpstreamRejectedError as exc:
+        return _fail(c, generation, exc.code, exc.message)
+    updated = c.repo.complete_part(
+        generation.id,
+        part.index,
+        webhook.request_id,
+        images,
+        None if output.seed is None else str(output.seed),
+        output.timings,
+        datetime.now(UTC),
+    )
+    if updated is None:
+        return Outcome.DUPLICATE
+    log.info(
+        "part completed",
+        extra={"generationId": generation.id, "part": part.index, "status": updated.status.value},
+    )
+    return Outcome.COMPLETED_PART

@@ -1,0 +1,69 @@
+"""Typed settings: every environment variable the functions read is named here, once.
+
+The Google client libraries read their own emulator variables (FIRESTORE_EMULATOR_HOST,
+PUBSUB_EMULATOR_HOST, STORAGE_EMULATOR_HOST) and fal_client reads FAL_QUEUE_RUN_HOST /
+FAL_RUN_HOST; they are listed here too so that one place documents the whole surface.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MAX_SIGNED_URL_TTL_SECONDS = 7 * 24 * 3600  # V4 signed URLs cannot live longer
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    gcp_project: str = Field("imagegen-local", description="Google Cloud project id.")
+    images_bucket: str = Field("imagegen-images", description="Bucket for generated images.")
+    generations_topic: str = Field(
+        "generation-requests", description="Pub/Sub topic the api publishes generations to."
+    )
+    webhook_url: str = Field(
+        "http://127.0.0.1:8082/",
+        description="Public URL of the webhook function, handed to fal.ai as fal_webhook.",
+    )
+    fal_key: SecretStr = Field(SecretStr(""), description="fal.ai API key (Secret Manager).")
+    webhook_hmac_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key for the HMAC that binds a webhook URL to its generation (Secret Manager).",
+    )
+    fal_jwks_url: str = Field(
+        "https://rest.alpha.fal.ai/.well-known/jwks.json",
+        description="Where fal.ai publishes the public keys that sign its webhooks.",
+    )
+    fal_jwks_ttl_seconds: int = Field(24 * 3600, ge=60, le=24 * 3600)
+    webhook_tolerance_seconds: int = Field(300, ge=1, le=3600)
+    signed_url_ttl_seconds: int = Field(24 * 3600, ge=60, le=MAX_SIGNED_URL_TTL_SECONDS)
+    signing_credentials_file: str | None = Field(
+        None,
+        description=(
+            "Service-account key used to sign URLs locally. Unset in production, where "
+            "URLs are signed through the IAM signBlob API with the function's identity."
+        ),
+    )
+    storage_emulator_host: str | None = Field(None, description="Read by google-cloud-storage.")
+    max_request_bytes: int = Field(64 * 1024, ge=1024)
+    image_download_max_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    image_download_timeout_seconds: float = Field(30.0, gt=0)
+    fal_submit_timeout_seconds: float = Field(30.0, gt=0)
+    log_level: str = Field("INFO")
+
+    def webhook_hmac_key_bytes(self) -> bytes:
+        key = self.webhook_hmac_key.get_secret_value()
+        if len(key) < 16:
+            from imagegen.errors import ImageGenError
+
+            raise ImageGenError(
+                "WEBHOOK_HMAC_KEY is unset or shorter than 16 characters", code="misconfigured"
+            )
+        return key.encode()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

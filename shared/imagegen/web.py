@@ -1,0 +1,76 @@
+"""The HTTP edge shared by the HTTP functions: bodies in, JSON out, errors mapped once."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import flask
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map
+
+from imagegen.errors import (
+    ImageGenError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
+
+log = logging.getLogger(__name__)
+JSON_TYPES = ("application/json", "application/cloudevents+json")
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> flask.Response:
+    return flask.Response(
+        json.dumps(body, separators=(",", ":"), default=str),
+        status=status,
+        headers=headers,
+        mimetype="application/json",
+    )
+
+
+def error_response(error: ImageGenError) -> flask.Response:
+    headers = {"Retry-After": "1"} if error.status == 503 else None
+    return json_response(error.to_body(), error.status, headers)
+
+
+def read_body(request: flask.Request, max_bytes: int, *, require_json: bool = True) -> bytes:
+    """The raw body, refused with 413 past `max_bytes` whether or not a length was declared."""
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        raise PayloadTooLargeError(f"Request body is larger than {max_bytes} bytes")
+    content_type = (request.mimetype or "").lower()
+    if require_json and content_type and content_type not in JSON_TYPES:
+        raise UnsupportedMediaTypeError("Content-Type must be application/json")
+    data = request.stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PayloadTooLargeError(f"Request body is larger than {max_bytes} bytes")
+    return data
+
+
+Handler = Callable[..., flask.Response]
+
+
+def dispatch(request: flask.Request, url_map: Map, handlers: dict[str, Handler]) -> flask.Response:
+    """Routes a request and turns every failure into the product's JSON error shape."""
+    try:
+        endpoint, args = url_map.bind_to_environ(request.environ).match()
+        return handlers[endpoint](request, **args)
+    except NotFound:
+        return error_response(NotFoundError(f"No route for {request.path}"))
+    except MethodNotAllowed as exc:
+        response = error_response(MethodNotAllowedError(f"{request.method} is not allowed here"))
+        response.headers["Allow"] = ", ".join(sorted(exc.valid_methods or []))
+        return response
+    except ImageGenError as exc:
+        if exc.status >= 500:
+            log.warning("request failed: %s", exc.message, extra={"code": exc.code})
+        return error_response(exc)
+    except Exception:
+        log.exception("unhandled error")
+        return error_response(ImageGenError("Internal error"))

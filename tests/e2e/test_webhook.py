@@ -1,0 +1,123 @@
+"""The webhook function on the running stack: only fal's signature gets in, and a
+delivery that arrives twice stores its images once."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from imagegen import clients
+
+from infra.falsim.signing import load_private_key, sign_webhook
+from tests.support import Api
+
+pytestmark = pytest.mark.e2e
+
+
+def _submitted_without_webhook(api: Api, fal_sim: httpx.Client, body: dict) -> tuple[str, dict]:
+    """A generation fal has finished but whose webhook never came; returns (id, sim request)."""
+    fal_sim.post("/_sim/config", json={"webhook": "none"})
+    generation_id = api.create(body).json()["id"]
+    api.wait(generation_id, {"submitted"})
+    request_id = record_request_id = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        requests = fal_sim.get("/_sim/requests").json()
+        matches = [r for r in requests if f"gid={generation_id}" in (r.get("webhook_url") or "")]
+        if matches and matches[0]["status"] == "COMPLETED":
+            record_request_id = matches[0]
+            request_id = matches[0]["request_id"]
+            break
+        time.sleep(0.1)
+    assert request_id, "the simulator never completed the request"
+    return generation_id, record_request_id
+
+
+def _webhook_body(fal_sim: httpx.Client, sim_request: dict) -> bytes:
+    output = fal_sim.get(sim_request["response_url"], headers={"Authorization": "Key sim-key"})
+    assert output.status_code == 200, output.text
+    return json.dumps(
+        {
+            "request_id": sim_request["request_id"],
+            "gateway_request_id": sim_request["request_id"],
+            "status": "OK",
+            "payload": output.json(),
+            "error": None,
+        }
+    ).encode()
+
+
+def _deliver(url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(url, content=body, headers={**headers, "Content-Type": "application/json"})
+
+
+def test_the_same_signed_webhook_twice_stores_images_once(api: Api, fal_sim, stack_env) -> None:
+    generation_id, sim_request = _submitted_without_webhook(
+        api, fal_sim, {"prompt": "delivered twice", "numImages": 3, "imageSize": "square"}
+    )
+    body = _webhook_body(fal_sim, sim_request)
+    key = load_private_key(Path(stack_env["FAL_SIM_PRIVATE_KEY_FILE"]))
+    headers = sign_webhook(key, sim_request["request_id"], "sim-user", body)
+
+    first = _deliver(sim_request["webhook_url"], body, headers)
+    assert first.status_code == 200 and first.json()["status"] == "completed_part"
+    completed = api.get(generation_id).json()
+    assert completed["status"] == "completed"
+
+    second = _deliver(sim_request["webhook_url"], body, headers)
+    assert second.status_code == 200 and second.json()["status"] == "duplicate"
+
+    after = api.get(generation_id).json()
+    assert [i["path"] for i in after["images"]] == [i["path"] for i in completed["images"]]
+    assert after["completedAt"] == completed["completedAt"]
+    prefix = f"generations/dev-user/{generation_id}/"
+    stored = list(clients.storage_client().list_blobs(stack_env["IMAGES_BUCKET"], prefix=prefix))
+    assert len(stored) == 3
+
+
+def test_webhook_without_the_signed_url_is_found_by_fal_request_id(
+    api: Api, fal_sim, stack_env
+) -> None:
+    generation_id, sim_request = _submitted_without_webhook(api, fal_sim, {"prompt": "plain url"})
+    body = _webhook_body(fal_sim, sim_request)
+    key = load_private_key(Path(stack_env["FAL_SIM_PRIVATE_KEY_FILE"]))
+    response = _deliver(
+        stack_env["WEBHOOK_URL"],
+        body,
+        sign_webhook(key, sim_request["request_id"], "sim-user", body),
+    )
+    assert response.status_code == 200 and response.json()["status"] == "completed_part"
+    assert api.get(generation_id).json()["status"] == "completed"
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "foreign_key", "tampered_body", "stale"])
+def test_forged_webhook_is_refused_and_changes_nothing(
+    api: Api, fal_sim, stack_env, forgery
+) -> None:
+    generation_id, sim_request = _submitted_without_webhook(api, fal_sim, {"prompt": "forged"})
+    body = _webhook_body(fal_sim, sim_request)
+    sim_key = load_private_key(Path(stack_env["FAL_SIM_PRIVATE_KEY_FILE"]))
+    request_id = sim_request["request_id"]
+    if forgery == "unsigned":
+        headers = {}
+    elif forgery == "foreign_key":
+        headers = sign_webhook(Ed25519PrivateKey.generate(), request_id, "sim-user", body)
+    elif forgery == "tampered_body":
+        headers = sign_webhook(sim_key, request_id, "sim-user", body)
+        body = body.replace(b'"status": "OK"', b'"status":  "OK"')
+    else:
+        headers = sign_webhook(
+            sim_key, request_id, "sim-user", body, timestamp=int(time.time()) - 301
+        )
+    before = api.get(generation_id).json()
+
+    response = _deliver(sim_request["webhook_url"], body, headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"]
+    assert api.get(generation_id).json() == before
+    prefix = f"generations/dev-user/{generation_id}/"
+    assert not list(clients.storage_client().list_blobs(stack_env["IMAGES_BUCKET"], prefix=prefix))
