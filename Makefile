@@ -17,7 +17,7 @@ help:
 # uv installs exactly what uv.lock pins; it is fetched from PyPI if the machine lacks it.
 $(VENV)/.synced: pyproject.toml uv.lock
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	@python3 -m uv sync --frozen --quiet
+	@UV_PYTHON_DOWNLOADS=never python3 -m uv sync --frozen --quiet
 	@touch $@
 
 setup: $(VENV)/.synced check-tools

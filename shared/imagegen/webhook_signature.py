@@ -113,17 +113,20 @@ def load_ed25519_keys(jwks: Any) -> list[Ed25519PublicKey]:
     return keys
 
 
-def verify_signature(
-    headers: Mapping[str, str],
-    body: bytes,
-    jwks: Mapping[str, Any],
-    now: float,
-    tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS,
-) -> VerifiedWebhook:
-    """Check a fal webhook delivery against ``jwks``; raise WebhookSignatureError if not valid.
+@dataclass(frozen=True, slots=True)
+class SignedHeaders:
+    request_id: str
+    user_id: str
+    timestamp_text: str
+    timestamp: int
+    signature: bytes
 
-    ``body`` must be the raw request bytes: re-serialised JSON would not match.
-    """
+
+def check_headers(
+    headers: Mapping[str, str], now: float, tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS
+) -> SignedHeaders:
+    """The cheap checks, done before any key is fetched: a forged or replayed delivery is
+    refused without making us call fal's JWKS endpoint."""
     h = _normalise_headers(headers)
     values: dict[str, str] = {}
     for name in (HEADER_REQUEST_ID, HEADER_USER_ID, HEADER_TIMESTAMP, HEADER_SIGNATURE):
@@ -132,11 +135,7 @@ def verify_signature(
             raise WebhookSignatureError("missing_header", f"missing header {name}", header=name)
         values[name] = value
 
-    request_id = values[HEADER_REQUEST_ID]
-    user_id = values[HEADER_USER_ID]
     timestamp_text = values[HEADER_TIMESTAMP]
-    signature_hex = values[HEADER_SIGNATURE]
-
     if not _TIMESTAMP_RE.fullmatch(timestamp_text):
         raise WebhookSignatureError("bad_timestamp", "timestamp is not integer unix seconds")
     timestamp = int(timestamp_text)
@@ -148,26 +147,53 @@ def verify_signature(
             skew_seconds=now - timestamp,
         )
 
+    signature_hex = values[HEADER_SIGNATURE]
     if not _SIGNATURE_RE.fullmatch(signature_hex):
         raise WebhookSignatureError("bad_signature_encoding", "signature is not 64 bytes of hex")
-    signature = bytes.fromhex(signature_hex)
+    return SignedHeaders(
+        request_id=values[HEADER_REQUEST_ID],
+        user_id=values[HEADER_USER_ID],
+        timestamp_text=timestamp_text,
+        timestamp=timestamp,
+        signature=bytes.fromhex(signature_hex),
+    )
 
+
+def _verify_with_keys(
+    signed: SignedHeaders, body: bytes, jwks: Mapping[str, Any]
+) -> VerifiedWebhook:
     keys = load_ed25519_keys(jwks)
     if not keys:
         raise WebhookSignatureError("no_keys", "JWKS has no usable Ed25519 key")
 
     message = "\n".join(
-        (request_id, user_id, timestamp_text, hashlib.sha256(body).hexdigest())
+        (signed.request_id, signed.user_id, signed.timestamp_text, hashlib.sha256(body).hexdigest())
     ).encode("utf-8")
     # fal publishes no key id with the signature, so any published key may be the signer
     # (during a rotation there are several).
     for key in keys:
         try:
-            key.verify(signature, message)
+            key.verify(signed.signature, message)
         except InvalidSignature:
             continue
-        return VerifiedWebhook(request_id=request_id, user_id=user_id, timestamp=timestamp)
+        return VerifiedWebhook(
+            request_id=signed.request_id, user_id=signed.user_id, timestamp=signed.timestamp
+        )
     raise WebhookSignatureError("signature_mismatch", "signature does not match any fal key")
+
+
+def verify_signature(
+    headers: Mapping[str, str],
+    body: bytes,
+    jwks: Mapping[str, Any],
+    now: float,
+    tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS,
+) -> VerifiedWebhook:
+    """Check a fal webhook delivery against ``jwks``; raise WebhookSignatureError if not valid.
+
+    ``body`` must be the raw request bytes: re-serialised JSON would not match.
+    """
+    return _verify_with_keys(check_headers(headers, now, tolerance_seconds), body, jwks)
 
 
 def _http_fetch(url: str) -> dict[str, Any]:
@@ -266,10 +292,10 @@ class FalWebhookVerifier:
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> VerifiedWebhook:
         """Verify a delivery; raises WebhookSignatureError, or JwksUnavailableError."""
-        now = self._clock()
+        signed = check_headers(headers, self._clock(), self.tolerance_seconds)
         jwks = self.jwks.get()
         try:
-            return verify_signature(headers, body, jwks, now, self.tolerance_seconds)
+            return _verify_with_keys(signed, body, jwks)
         except WebhookSignatureError as exc:
             # Only a mismatch can be explained by keys we don't have yet.
             if exc.code != "signature_mismatch":
@@ -277,4 +303,4 @@ class FalWebhookVerifier:
             fresh = self.jwks.refresh_after_mismatch(jwks)
             if fresh is None:
                 raise
-            return verify_signature(headers, body, fresh, now, self.tolerance_seconds)
+            return _verify_with_keys(signed, body, fresh)
