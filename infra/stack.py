@@ -76,6 +76,8 @@ class LocalStack:
     api_port: int | None = None
     # Simulated fal inference time; tests keep it short.
     inference_delay: float = 0.5
+    # False: no simulator; the dispatcher calls the real fal.ai with FAL_KEY.
+    simulate_fal: bool = True
     processes: dict[str, Managed] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
 
@@ -98,7 +100,7 @@ class LocalStack:
         hmac_file = self.state_dir / "webhook-hmac-key"
         if not hmac_file.exists():
             hmac_file.write_text(secrets.token_urlsafe(32))
-        return {
+        env = {
             "GCP_PROJECT": PROJECT,
             "GOOGLE_CLOUD_PROJECT": PROJECT,
             "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{p['firestore']}",
@@ -118,6 +120,21 @@ class LocalStack:
             "SSL_CERT_FILE": str(sim_dir / "ca-bundle.pem"),
             "SIGNING_CREDENTIALS_FILE": str(self.state_dir / "signing-key.json"),
         }
+        if not self.simulate_fal:
+            # fal_client's own defaults (queue.fal.run over the system's CAs) and fal's JWKS;
+            # fal must reach the webhook, so it needs a public URL (a tunnel, locally).
+            for name in (
+                "FAL_QUEUE_RUN_HOST",
+                "FAL_RUN_HOST",
+                "FAL_JWKS_URL",
+                "SSL_CERT_FILE",
+                "FAL_SIM_URL",
+                "FAL_SIM_PRIVATE_KEY_FILE",
+            ):
+                env.pop(name)
+            env["FAL_KEY"] = os.environ["FAL_KEY"]
+            env["WEBHOOK_URL"] = os.environ.get("PUBLIC_WEBHOOK_URL", env["WEBHOOK_URL"])
+        return env
 
     def _spawn(
         self, name: str, argv: list[str], extra_env: dict[str, str] | None = None
@@ -143,86 +160,49 @@ class LocalStack:
             raise
         return self.env
 
+    def _backend_commands(self) -> dict[str, tuple[list[str], str, float]]:
+        """name → (argv, readiness URL, start-up timeout in seconds)."""
+        p, host = self.ports, "127.0.0.1"
+        emulator = f"gcloud --quiet {'{}'} --host-port={host}:{'{}'}"
+        commands = {
+            "firestore": (
+                emulator.format("emulators firestore start", p["firestore"]).split(),
+                f"http://{host}:{p['firestore']}/",
+                60.0,
+            ),
+            "pubsub": (
+                emulator.format("beta emulators pubsub start", p["pubsub"]).split()
+                + [f"--project={PROJECT}"],
+                f"http://{host}:{p['pubsub']}/",
+                60.0,
+            ),
+            "storage": (
+                [str(BIN / "gcp-storage-emulator")]
+                + f"start --host {host} --port {p['storage']} --in-memory --quiet".split()
+                + ["--default-bucket", BUCKET],
+                f"http://{host}:{p['storage']}/storage/v1/b",
+                30.0,
+            ),
+        }
+        if self.simulate_fal:
+            commands["falsim"] = (
+                [PYTHON, "-m", "infra.falsim", "--state-dir", str(self.state_dir / "falsim")]
+                + f"--host {host} --port {p['falsim']}".split()
+                + ["--inference-delay", str(self.inference_delay)],
+                f"https://{host}:{p['falsim']}/healthz",
+                30.0,
+            )
+        return commands
+
     def _start_backends(self) -> None:
-        p = self.ports
-        firestore = self._spawn(
-            "firestore",
-            [
-                "gcloud",
-                "emulators",
-                "firestore",
-                "start",
-                f"--host-port=127.0.0.1:{p['firestore']}",
-                "--quiet",
-            ],
-        )
-        pubsub = self._spawn(
-            "pubsub",
-            [
-                "gcloud",
-                "beta",
-                "emulators",
-                "pubsub",
-                "start",
-                f"--host-port=127.0.0.1:{p['pubsub']}",
-                f"--project={PROJECT}",
-                "--quiet",
-            ],
-        )
-        storage = self._spawn(
-            "storage",
-            [
-                str(BIN / "gcp-storage-emulator"),
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(p["storage"]),
-                "--in-memory",
-                "--default-bucket",
-                BUCKET,
-                "--quiet",
-            ],
-        )
-        falsim = self._spawn(
-            "falsim",
-            [
-                PYTHON,
-                "-m",
-                "infra.falsim",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(p["falsim"]),
-                "--state-dir",
-                str(self.state_dir / "falsim"),
-                "--inference-delay",
-                str(self.inference_delay),
-            ],
-        )
+        # Started together, awaited one by one: the JVMs take the longest, so in parallel.
+        commands = self._backend_commands()
+        started = {name: self._spawn(name, argv) for name, (argv, _, _) in commands.items()}
+        # The simulator's certificate is our own; readiness only needs an answer.
         insecure = ssl.create_default_context()
         insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
-        wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{p['firestore']}/"),
-            60,
-            "Firestore emulator",
-            firestore,
-        )
-        wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{p['pubsub']}/"), 60, "Pub/Sub emulator", pubsub
-        )
-        wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{p['storage']}/storage/v1/b"),
-            30,
-            "Storage emulator",
-            storage,
-        )
-        wait_until(
-            lambda: http_ok(f"https://127.0.0.1:{p['falsim']}/healthz", insecure),
-            30,
-            "fal simulator",
-            falsim,
-        )
+        for name, (_, url, timeout) in commands.items():
+            wait_until(lambda url=url: http_ok(url, insecure), timeout, name, started[name])
 
     def _provision(self) -> None:
         """Topic, subscription with a retry policy, bucket, and the dev API key."""
@@ -341,7 +321,7 @@ class LocalStack:
             "FAL_SIM_PRIVATE_KEY_FILE",
         )
         path = self.state_dir / "stack.env"
-        path.write_text("".join(f"{k}={self.env[k]}\n" for k in keys))
+        path.write_text("".join(f"{k}={self.env[k]}\n" for k in keys if k in self.env))
         return path
 
 
@@ -359,7 +339,16 @@ def _answers(url: str) -> bool:
 
 
 def dev(api_port: int) -> None:
-    stack = LocalStack(api_port=api_port)
+    simulate = os.environ.get("FAL_SIMULATOR", "on").lower() != "off"
+    if not simulate and not os.environ.get("FAL_KEY"):
+        sys.exit("FAL_SIMULATOR=off calls the real fal.ai: set FAL_KEY (and PUBLIC_WEBHOOK_URL)")
+    if not simulate and not os.environ.get("PUBLIC_WEBHOOK_URL"):
+        print(
+            "warning: PUBLIC_WEBHOOK_URL is unset; fal.ai cannot reach a 127.0.0.1 webhook, "
+            "so generations will stay 'submitted'",
+            file=sys.stderr,
+        )
+    stack = LocalStack(api_port=api_port, simulate_fal=simulate)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
@@ -374,7 +363,7 @@ ready in {time.monotonic() - started:.1f} s; environment written to {env_file}
 
   API       {env["API_URL"]}
   webhook   {env["WEBHOOK_URL"]}
-  fal sim   {env["FAL_SIM_URL"]}
+  fal       {env.get("FAL_SIM_URL", "the real fal.ai (FAL_KEY)")}
   logs      {stack.state_dir / "logs"}/
 
 Try it:
