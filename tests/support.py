@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from typing import Any
 
@@ -32,6 +33,5 @@ class Api:
 
 def sim(stack_env: dict[str, str]) -> httpx.Client:
     """A client for the fal simulator's own control endpoints (it serves its own CA)."""
-    return httpx.Client(
-        base_url=stack_env["FAL_SIM_URL"], verify=stack_env["SSL_CERT_FILE"], timeout=10.0
-    )
+    trust = ssl.create_default_context(cafile=stack_env["SSL_CERT_FILE"])
+    return httpx.Client(base_url=stack_env["FAL_SIM_URL"], verify=trust, timeout=10.0)
