@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from infra import identity
 from infra.processes import Managed, free_port, http_ok, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,7 @@ PROJECT = "imagegen-local"
 TOPIC = "generation-requests"
 SUBSCRIPTION = "generation-requests-dispatcher"
 BUCKET = "imagegen-images"
+LORA_BUCKET = "imagegen-loras"
 DEV_USER = "dev-user"
 
 # (name, entry point folder, target, signature type)
@@ -88,6 +90,7 @@ class LocalStack:
             "pubsub": free_port(),
             "storage": free_port(),
             "falsim": free_port(),
+            "identity": free_port(),
             "api": self.api_port or free_port(),
             "dispatcher": free_port(),
             "webhook": free_port(),
@@ -107,6 +110,7 @@ class LocalStack:
             "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{p['pubsub']}",
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{p['storage']}",
             "IMAGES_BUCKET": BUCKET,
+            "LORA_BUCKET": LORA_BUCKET,
             "GENERATIONS_TOPIC": TOPIC,
             "API_URL": f"http://127.0.0.1:{p['api']}",
             "WEBHOOK_URL": f"http://127.0.0.1:{p['webhook']}/",
@@ -119,6 +123,9 @@ class LocalStack:
             "FAL_SIM_PRIVATE_KEY_FILE": str(sim_dir / "webhook-signing-key.pem"),
             "SSL_CERT_FILE": str(sim_dir / "ca-bundle.pem"),
             "SIGNING_CREDENTIALS_FILE": str(self.state_dir / "signing-key.json"),
+            # Firebase ID tokens signed by infra/identity.py (see mint_token).
+            "FIREBASE_PROJECT_ID": PROJECT,
+            "FIREBASE_CERTS_URL": f"http://127.0.0.1:{p['identity']}/certs",
         }
         if not self.simulate_fal:
             # fal_client's own defaults (queue.fal.run over the system's CAs) and fal's JWKS;
@@ -150,6 +157,7 @@ class LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         _write_signing_key(self.state_dir / "signing-key.json")
+        identity.ensure_identity(self.identity_dir)
         self.env = self._build_env()
         try:
             self._start_backends()
@@ -183,6 +191,12 @@ class LocalStack:
                 f"http://{host}:{p['storage']}/storage/v1/b",
                 30.0,
             ),
+            "identity": (
+                [PYTHON, "-m", "infra.identity", "serve", "--state-dir", str(self.identity_dir)]
+                + f"--host {host} --port {p['identity']}".split(),
+                f"http://{host}:{p['identity']}/healthz",
+                30.0,
+            ),
         }
         if self.simulate_fal:
             commands["falsim"] = (
@@ -205,7 +219,7 @@ class LocalStack:
             wait_until(lambda url=url: http_ok(url, insecure), timeout, name, started[name])
 
     def _provision(self) -> None:
-        """Topic, subscription with a retry policy, bucket, and the dev API key."""
+        """Topic, subscription with a retry policy, the LoRA bucket, and the dev API key."""
         saved = {k: os.environ.get(k) for k in self.env}
         os.environ.update(self.env)
         try:
@@ -229,6 +243,12 @@ class LocalStack:
                         },
                     }
                 )
+            from google.auth.credentials import AnonymousCredentials
+            from google.cloud import storage
+
+            gcs = storage.Client(project=PROJECT, credentials=AnonymousCredentials())
+            with contextlib.suppress(Exception):  # the emulator answers 409 on a re-run
+                gcs.create_bucket(LORA_BUCKET)
             self.env["DEV_API_KEY"] = self.create_api_key(DEV_USER, "admin")
         finally:
             for key, value in saved.items():
@@ -238,7 +258,7 @@ class LocalStack:
                     os.environ[key] = value
 
     def create_api_key(self, user_id: str, role: str = "user") -> str:
-        """Issues a key straight into the emulator (the admin endpoint comes later)."""
+        """Issues a key straight into the emulator (as POST /v1/admin/apiKeys does)."""
         from google.cloud import firestore
         from imagegen.auth import issue_api_key
         from imagegen.repository import ApiKeyRepository
@@ -254,6 +274,16 @@ class LocalStack:
             else:
                 os.environ["FIRESTORE_EMULATOR_HOST"] = saved
         return api_key
+
+    @property
+    def identity_dir(self) -> Path:
+        return self.state_dir / "identity"
+
+    def mint_token(
+        self, uid: str, claims: dict | None = None, expires_in: int = 3600, **kwargs
+    ) -> str:
+        """A Firebase-style ID token for `uid` that the stack's api function accepts."""
+        return identity.mint_token(self.identity_dir, uid, claims, expires_in, PROJECT, **kwargs)
 
     def function_argv(self, name: str) -> list[str]:
         folder, target, signature = next((f, t, s) for n, f, t, s in FUNCTIONS if n == name)
@@ -319,6 +349,8 @@ class LocalStack:
             "IMAGES_BUCKET",
             "FAL_SIM_URL",
             "FAL_SIM_PRIVATE_KEY_FILE",
+            "FIREBASE_PROJECT_ID",
+            "FIREBASE_CERTS_URL",
         )
         path = self.state_dir / "stack.env"
         path.write_text("".join(f"{k}={self.env[k]}\n" for k in keys if k in self.env))

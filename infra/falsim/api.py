@@ -10,6 +10,10 @@ Routes:
   GET  /healthz
   GET  /_sim/requests, /_sim/requests/{id}, /_sim/config; POST /_sim/config, /_sim/reset
 
+A ``/_sim/requests`` entry shows the request's arguments, validated input, status, output,
+``input_fetches`` (each input URL the app downloaded: kind, URL without its query string,
+HTTP status, bytes, error) and ``webhook_deliveries``.
+
 fal hands out request URLs without the endpoint sub-path (``fal-ai/flux/requests/...``
 for ``fal-ai/flux/dev``) and fal_client builds them the same way; the full app id is
 accepted there too.
@@ -277,6 +281,7 @@ class SimulatorApi:
                 "submitted_at": job.submitted_at,
                 "started_at": job.started_at,
                 "completed_at": job.completed_at,
+                "input_fetches": [dataclasses.asdict(f) for f in job.input_fetches],
                 "webhook_deliveries": {
                     "count": len(deliveries),
                     "succeeded": sum(

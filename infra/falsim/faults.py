@@ -39,6 +39,8 @@ class SubmitErrors:
 class Faults:
     submit_errors: SubmitErrors | None = None
     webhook: WebhookMode = WebhookMode.NORMAL
+    # Flag every image of every request as NSFW (a prompt with "nsfw-test" does it alone).
+    nsfw: bool = False
 
     def updated(self, patch: Mapping[str, Any]) -> Faults:
         """Apply a partial JSON patch; raises ValueError naming the bad key."""
@@ -65,6 +67,7 @@ class Faults:
         return {
             "submit_errors": dataclasses.asdict(self.submit_errors) if self.submit_errors else None,
             "webhook": self.webhook.value,
+            "nsfw": self.nsfw,
         }
 
 
@@ -97,8 +100,15 @@ def _parse_submit_errors(raw: Any) -> SubmitErrors | None:
     return SubmitErrors(status, count) if count else None
 
 
+def _parse_bool(raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise ValueError("expected true or false")
+    return raw
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "submit_errors": _parse_submit_errors,
     "webhook": WebhookMode,
+    "nsfw": _parse_bool,
 }
 FAULT_MODES = frozenset(_PARSERS)

@@ -37,6 +37,11 @@ CANCELLED = Failure(
 
 
 def validation_failure(errors: list[ErrorDetail]) -> Failure:
+    """Bad input, or input the app could not use (a URL it failed to download).
+
+    fal reports both as the app's 422: the status and webhook ``error`` only say so, the
+    result and webhook payload carry the per-field ``detail``.
+    """
     return Failure(http_status=422, message="Invalid status code: 422", detail=errors)
 
 
@@ -46,6 +51,17 @@ class DeliveryAttempt:
     attempt: int
     at: float
     status_code: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class InputFetch:
+    """One download of an input URL (LoRA weights, an input image) by "the app"."""
+
+    kind: str  # FetchKind value: "lora" | "image"
+    url: str  # without query string or credentials: signed URLs carry a signature
+    status: int | None  # HTTP status, None if no response (or a data: URI)
+    bytes: int  # body bytes received
     error: str | None
 
 
@@ -69,6 +85,7 @@ class Job:
     failure: Failure | None = None
     logs: list[dict[str, str]] = field(default_factory=list)
     deliveries: list[DeliveryAttempt] = field(default_factory=list)
+    input_fetches: list[InputFetch] = field(default_factory=list)
     cancel_requested: bool = False
     # Set by cancel or discard: cuts the queue/inference waits short.
     wake: threading.Event = field(default_factory=threading.Event)
@@ -167,6 +184,11 @@ class JobStore:
             job.cancel_requested = True
         job.wake.set()
         return True
+
+    def record_fetch(self, job: Job, fetch: InputFetch, log_message: str) -> None:
+        with self.lock:
+            job.input_fetches.append(fetch)
+            job.logs.append(_log(log_message))
 
     def record_delivery(self, job: Job, attempt: DeliveryAttempt) -> None:
         with self.lock:

@@ -1,8 +1,10 @@
 """Placeholder images that stand in for FLUX output.
 
-Deterministic in (seed, index, prompt, size, format) so tests can compare bytes, and
-labelled with the prompt and seed so a human looking at the local stack's gallery can
-tell which request produced which picture.
+Deterministic in (seed, index, prompt, size, format, notes, inset) so tests can compare
+bytes, and labelled with the prompt and seed so a human looking at the local stack's
+gallery can tell which request produced which picture. ``notes`` are extra caption lines
+("loras: 2", "NSFW flagged"); ``inset`` is an input image, pasted scaled at the right edge
+so an image-to-image result visibly used its input.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import functools
 import io
 import random
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,20 @@ OUTPUT_FORMATS: dict[str, OutputFormat] = {
 _MAX_PROMPT_LINES = 8
 _ELLIPSIS = " ..."
 _CIRCLES = 3
+# The inset takes at most this share of each side of the output.
+_INSET_SHARE = 0.4
 
 
 def render_image(
-    *, prompt: str, seed: int, index: int, width: int, height: int, output_format: str
+    *,
+    prompt: str,
+    seed: int,
+    index: int,
+    width: int,
+    height: int,
+    output_format: str,
+    notes: Sequence[str] = (),
+    inset: Image.Image | None = None,
 ) -> bytes:
     """Encode image ``index`` of a request with base ``seed``."""
     rng = random.Random(f"falsim:{seed}:{index}")
@@ -44,7 +57,10 @@ def render_image(
         radius = rng.randint(1, max(1, min(width, height) // 4))
         x, y = rng.randrange(width), rng.randrange(height)
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=_colour(rng))
-    _draw_caption(draw, prompt, f"seed {seed}  image {index}  {width}x{height}", width, height)
+    if inset is not None:
+        _paste_inset(image, inset)
+    footer = "\n".join([*notes, f"seed {seed}  image {index}  {width}x{height}"])
+    _draw_caption(draw, prompt, footer, width, height)
 
     fmt = OUTPUT_FORMATS[output_format]
     buffer = io.BytesIO()
@@ -54,6 +70,22 @@ def render_image(
     else:
         image.save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
+
+
+def _paste_inset(image: Image.Image, inset: Image.Image) -> None:
+    """Paste ``inset``, scaled to fit, at the middle of the right edge, in a white frame.
+
+    Drawn before the caption, whose outlined text stays legible over it.
+    """
+    width, height = image.size
+    border = max(1, min(width, height) // 200)
+    box = (int(width * _INSET_SHARE), int(height * _INSET_SHARE))
+    scaled = ImageOps.contain(inset, box)  # up or down, keeping the ratio
+    x = width - scaled.width - 2 * border - 4 * border
+    y = (height - scaled.height) // 2 - border
+    framed = Image.new("RGB", (scaled.width + 2 * border, scaled.height + 2 * border), "white")
+    framed.paste(scaled, (border, border))
+    image.paste(framed, (max(0, x), y))
 
 
 def _colour(rng: random.Random) -> tuple[int, int, int]:
@@ -84,14 +116,16 @@ def _draw_caption(
     line_height = size + size // 3
     # TextWrapper refuses a width that cannot fit the ellipsis; tiny images just clip.
     chars_per_line = max(len(_ELLIPSIS) + 1, int((width - 2 * margin) / (size * 0.55)))
-    lines_available = max(1, (height - 2 * margin) // line_height - 2)
+    footer_lines = footer.count("\n") + 1
+    lines_available = max(1, (height - 2 * margin) // line_height - 1 - footer_lines)
     wrapper = textwrap.TextWrapper(
         width=chars_per_line,
         max_lines=min(_MAX_PROMPT_LINES, lines_available),
         placeholder=_ELLIPSIS,
     )
     _outlined_text(draw, (margin, margin), "\n".join(wrapper.wrap(prompt)), font, size)
-    _outlined_text(draw, (margin, height - margin - size), footer, font, size)
+    footer_top = height - margin - size - (footer_lines - 1) * line_height
+    _outlined_text(draw, (margin, footer_top), footer, font, size)
 
 
 def _outlined_text(

@@ -1,14 +1,21 @@
-"""Each request's life in its own thread: queue wait, "inference", completion, webhook."""
+"""Each request's life in its own thread.
+
+Queue wait, then IN_PROGRESS: download the input URLs (LoRAs, input image; a failure
+completes the request with fal's 422), "inference", completion, webhook. Everything
+app-specific comes from the request's ``AppSpec``.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time
 from typing import Any
 
-from .apps import image_dimensions
+from .apps import FetchKind
+from .inputs import FetchedInputs, fetch_inputs
 from .jobs import CANCELLED, Failure, Job, JobStore, validation_failure
 from .render import OUTPUT_FORMATS, OutputFormat, render_image
 from .webhooks import WebhookSender
@@ -23,6 +30,8 @@ _RENDER_FAILED = Failure(
 )
 # fal seeds are 64-bit; keep them positive and within a signed int64.
 _SEED_LIMIT = 2**63
+# A prompt with this token gets every image flagged NSFW (as does the "nsfw" config key).
+NSFW_TEST_TOKEN = re.compile(r"(?<![\w-])nsfw-test(?![\w-])", re.IGNORECASE)
 
 
 class JobRunner:
@@ -43,13 +52,25 @@ class JobRunner:
             return
         if job.input_errors:
             self._store.complete(job, failure=validation_failure(job.input_errors))
+            self._notify(job)
+            return
+        self._store.start(job, f"Generating {job.input['num_images']} image(s)")
+        fetched = fetch_inputs(
+            job.app.input_urls(job.input),
+            record=lambda fetch, message: self._store.record_fetch(job, fetch, message),
+            stop=job.wake,
+        )
+        if job.wake.is_set():
+            self._interrupted(job)
+            return
+        if fetched.failure is not None:
+            self._store.complete(job, failure=fetched.failure)
+        elif job.wake.wait(config.inference_delay):
+            self._interrupted(job)
+            return
         else:
-            self._store.start(job, f"Generating {job.input['num_images']} image(s)")
-            if job.wake.wait(config.inference_delay):
-                self._interrupted(job)
-                return
             try:
-                output, images, image_format = _generate(job)
+                output, images, image_format = _generate(job, fetched)
             except Exception:
                 log.exception("rendering %s failed", job.request_id)
                 self._store.complete(job, failure=_RENDER_FAILED)
@@ -69,12 +90,16 @@ class JobRunner:
         self._webhooks.deliver(job)
 
 
-def _generate(job: Job) -> tuple[dict[str, Any], list[bytes], OutputFormat]:
+def _generate(job: Job, fetched: FetchedInputs) -> tuple[dict[str, Any], list[bytes], OutputFormat]:
     """The image app's output and the encoded images its URLs point at."""
-    args = job.input
+    app, args = job.app, job.input
     seed = args["seed"] if args["seed"] is not None else secrets.randbelow(_SEED_LIMIT)
-    width, height = image_dimensions(args["image_size"])
-    fmt = OUTPUT_FORMATS[args["output_format"]]
+    input_size = fetched.image.size if fetched.image is not None else None
+    width, height = app.output_size(args, input_size)
+    format_name = args[app.format_field]
+    fmt = OUTPUT_FORMATS[format_name]
+    nsfw = job.config.faults.nsfw or bool(NSFW_TEST_TOKEN.search(args["prompt"]))
+    notes = _notes(app.fetch_kinds, fetched, nsfw)
     images = [
         render_image(
             prompt=args["prompt"],
@@ -82,7 +107,9 @@ def _generate(job: Job) -> tuple[dict[str, Any], list[bytes], OutputFormat]:
             index=index,
             width=width,
             height=height,
-            output_format=args["output_format"],
+            output_format=format_name,
+            notes=notes,
+            inset=fetched.image,
         )
         for index in range(args["num_images"])
     ]
@@ -98,8 +125,21 @@ def _generate(job: Job) -> tuple[dict[str, Any], list[bytes], OutputFormat]:
             for index in range(len(images))
         ],
         "seed": seed,
-        "has_nsfw_concepts": [False] * len(images),
+        # fal flags each image separately; the simulator flags all or none.
+        "has_nsfw_concepts": [nsfw] * len(images),
         "timings": {"inference": round(time.time() - started, 3)},
         "prompt": args["prompt"],
     }
     return output, images, fmt
+
+
+def _notes(kinds: frozenset[FetchKind], fetched: FetchedInputs, nsfw: bool) -> list[str]:
+    """Caption lines showing what the request used, for a person looking at the image."""
+    notes = []
+    if FetchKind.LORA in kinds:
+        notes.append(f"loras: {fetched.counts.get(FetchKind.LORA, 0)}")
+    if fetched.image is not None:
+        notes.append("input image: {}x{}".format(*fetched.image.size))
+    if nsfw:
+        notes.append("NSFW flagged")
+    return notes

@@ -1,8 +1,11 @@
-"""Accepting a generation: validate, persist as queued, then publish its id.
+"""Accepting generations: validate, admit, persist as queued, then publish their ids.
 
-The record is written before the message is published, so the dispatcher can never
-receive an id it cannot load. If publishing fails the record is failed at once and the
-caller gets a 503: the client knows to retry, and nothing stays queued with no message.
+Everything that must be all-or-nothing happens in one Firestore transaction: the
+idempotency check, the user's limits (requests per hour, in flight, monthly quota), the
+generation records (one, or every item of a batch) and the idempotency record. Only then
+are the ids published. The record is written before its message (decision 0001), so the
+dispatcher can never receive an id it cannot load; a generation whose message could not be
+published is failed at once (`publish_failed`), so nothing stays queued with no message.
 """
 
 from __future__ import annotations
@@ -10,70 +13,178 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from imagegen import clients
+from google.cloud import firestore
+
+from imagegen import clients, context
 from imagegen.auth import Principal
-from imagegen.errors import RetryableError
+from imagegen.errors import RetryableError, ValidationError
+from imagegen.idempotency import IdempotencyClaim, IdempotencyStore
+from imagegen.limits import Charge, Ledger, Limits, month_key
+from imagegen.loras import resolve_for_generation
 from imagegen.models.records import ErrorInfo, Generation
 from imagegen.planning import plan_parts
-from imagegen.repository import GenerationRepository
 from imagegen.settings import Settings
 from imagegen.validation import ValidatedGeneration
 
 log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_SECONDS = 10.0
 
+# Extra writes a caller adds to the admitting transaction (e.g. the batch document).
+ExtraWrite = Callable[[firestore.Transaction, list[Generation]], None]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    generations: list[Generation]
+    # True when an Idempotency-Key matched: these are the first request's generations.
+    replayed: bool = False
+
 
 def build_generation(
-    validated: ValidatedGeneration, principal: Principal, now: datetime
+    validated: ValidatedGeneration,
+    principal: Principal,
+    now: datetime,
+    batch_id: str | None = None,
 ) -> Generation:
-    request = validated.request
+    request, spec = validated.request, validated.spec
+    resolved = resolve_for_generation(validated.loras, spec.id, request.prompt, context.loras())
     return Generation(
         id=str(uuid.uuid4()),
         user_id=principal.user_id,
         prompt=request.prompt,
-        model=validated.spec.id,
-        fal_app=validated.spec.fal_app,
+        effective_prompt=resolved.effective_prompt,
+        model=spec.id,
+        fal_app=spec.fal_app,
         parameters=validated.parameters,
         num_images=request.num_images,
         width=validated.width,
         height=validated.height,
-        parts=plan_parts(request.num_images, validated.spec, request.seed),
+        loras=resolved.uses,
+        estimated_cost_usd=spec.estimate_cost_usd(
+            validated.width or 1000, validated.height or 1000, request.num_images
+        ),
+        batch_id=batch_id,
+        parts=plan_parts(request.num_images, spec, request.seed),
         created_at=now,
         updated_at=now,
     )
 
 
+def limits_of(settings: Settings) -> Limits:
+    return Limits(settings.requests_per_hour, settings.max_in_flight, settings.monthly_megapixels)
+
+
+def _admit_and_create(
+    generations: list[Generation],
+    principal: Principal,
+    claim: IdempotencyClaim | None,
+    settings: Settings,
+    now: datetime,
+    extra_write: ExtraWrite | None,
+) -> Accepted:
+    db = clients.firestore_client()
+    repo = context.generations()
+    ledger = Ledger(db)
+    idempotency = IdempotencyStore(db)
+
+    @firestore.transactional
+    def run(transaction: firestore.Transaction) -> Accepted:
+        if claim is not None:
+            previous = idempotency.previous(transaction, claim, now)
+            if previous is not None:
+                return Accepted(repo.get_many(previous, transaction), replayed=True)
+        state = ledger.read(transaction, principal.user_id, month_key(now))
+        ledger.admit(
+            transaction, state, [Charge.of(g) for g in generations], limits_of(settings), now
+        )
+        for generation in generations:
+            repo.create_in(transaction, generation)
+        if extra_write is not None:
+            extra_write(transaction, generations)
+        if claim is not None:
+            idempotency.record(transaction, claim, [g.id for g in generations], now)
+        return Accepted(generations)
+
+    # Many users' requests never contend; one user's concurrent requests do, by design.
+    return run(db.transaction(max_attempts=20))
+
+
+def publish(settings: Settings, generations: list[Generation]) -> list[Generation]:
+    """Publishes every id; returns the generations whose message could not be published,
+    after failing them. Messages go out together: one round trip for a whole batch."""
+    publisher = clients.publisher_client()
+    topic = publisher.topic_path(settings.gcp_project, settings.generations_topic)
+    futures = [
+        (
+            g,
+            publisher.publish(
+                topic, json.dumps({"generationId": g.id}).encode(), generationId=g.id
+            ),
+        )
+        for g in generations
+    ]
+    failed = []
+    for generation, future in futures:
+        try:
+            future.result(timeout=PUBLISH_TIMEOUT_SECONDS)
+        except Exception:
+            log.exception("publish failed", extra={"generationId": generation.id})
+            context.generations().fail(
+                generation.id,
+                ErrorInfo(code="publish_failed", message="The generation could not be queued"),
+                datetime.now(UTC),
+            )
+            failed.append(generation)
+    return failed
+
+
+def accept(
+    validated: list[ValidatedGeneration],
+    principal: Principal,
+    settings: Settings,
+    *,
+    claim: IdempotencyClaim | None = None,
+    batch_id: str | None = None,
+    extra_write: ExtraWrite | None = None,
+) -> Accepted:
+    """Admits and queues one generation per validated request, all or none."""
+    now = datetime.now(UTC)
+    generations, details = [], []
+    for index, item in enumerate(validated):
+        try:
+            generations.append(build_generation(item, principal, now, batch_id))
+        except ValidationError as exc:
+            if batch_id is None:
+                raise
+            details += [{**d, "field": f"requests.{index}.{d['field']}"} for d in exc.details]
+    if details:
+        raise ValidationError("Invalid batch: unusable LoRAs", details=details)
+    accepted = _admit_and_create(generations, principal, claim, settings, now, extra_write)
+    if accepted.replayed:
+        return accepted
+    for generation in generations:
+        log.info(
+            "generation queued", extra={"generationId": generation.id, "model": generation.model}
+        )
+    failed = publish(settings, generations)
+    if failed and len(generations) == 1:
+        if claim is not None:
+            IdempotencyStore(clients.firestore_client()).forget(claim)
+        raise RetryableError(
+            "The generation could not be queued; retry the request", code="queue_unavailable"
+        )
+    return accepted
+
+
 def publish_generation(settings: Settings, generation_id: str) -> None:
+    """Publishes one existing generation's id (used by tests and re-publishing sweeps)."""
     publisher = clients.publisher_client()
     topic = publisher.topic_path(settings.gcp_project, settings.generations_topic)
     data = json.dumps({"generationId": generation_id}).encode()
     publisher.publish(topic, data, generationId=generation_id).result(
         timeout=PUBLISH_TIMEOUT_SECONDS
     )
-
-
-def accept(
-    validated: ValidatedGeneration,
-    principal: Principal,
-    repo: GenerationRepository,
-    settings: Settings,
-) -> Generation:
-    now = datetime.now(UTC)
-    generation = build_generation(validated, principal, now)
-    repo.create(generation)
-    log.info("generation queued", extra={"generationId": generation.id, "model": generation.model})
-    try:
-        publish_generation(settings, generation.id)
-    except Exception as exc:
-        log.exception("publish failed", extra={"generationId": generation.id})
-        repo.fail(
-            generation.id,
-            ErrorInfo(code="publish_failed", message="The generation could not be queued"),
-            datetime.now(UTC),
-        )
-        raise RetryableError(
-            "The generation could not be queued; retry the request", code="queue_unavailable"
-        ) from exc
-    return generation

@@ -1,4 +1,5 @@
-"""Who is calling: API keys, shown once and stored only as a SHA-256 hash."""
+"""Who is calling: API keys, shown once and stored only as a SHA-256 hash, or Firebase ID
+tokens (a bearer value that is a JWT; see `imagegen.firebase_auth`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from imagegen.errors import AuthenticationError
 from imagegen.repository import ApiKeyRecord, ApiKeyRepository
@@ -25,6 +27,10 @@ class Principal:
         return self.role == "admin"
 
 
+class TokenVerifier(Protocol):
+    def principal(self, token: str) -> Principal: ...
+
+
 def hash_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
@@ -38,6 +44,11 @@ def issue_api_key(
     return api_key, record
 
 
+def looks_like_jwt(credential: str) -> bool:
+    """Three dot-separated parts. API keys (``igk_`` + base64url) never contain a dot."""
+    return credential.count(".") == 2
+
+
 def bearer_token(authorization: str | None) -> str:
     if not authorization:
         raise AuthenticationError("Missing Authorization header", code="missing_credentials")
@@ -45,13 +56,17 @@ def bearer_token(authorization: str | None) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationError(
-            "Authorization must be 'Bearer <api key>'", code="invalid_credentials"
+            "Authorization must be 'Bearer <api key or ID token>'", code="invalid_credentials"
         )
     return token
 
 
-def authenticate(keys: ApiKeyRepository, authorization: str | None) -> Principal:
+def authenticate(
+    keys: ApiKeyRepository, authorization: str | None, tokens: TokenVerifier | None = None
+) -> Principal:
     token = bearer_token(authorization)
+    if tokens is not None and looks_like_jwt(token):
+        return tokens.principal(token)
     if len(token) > MAX_KEY_CHARS:
         raise AuthenticationError("Invalid API key", code="invalid_credentials")
     record = keys.get(hash_key(token))

@@ -7,9 +7,11 @@ from functools import cache
 from imagegen import clients
 from imagegen.fal_gateway import FalGateway
 from imagegen.image_fetch import ImageFetcher
+from imagegen.loras import LoraRepository
 from imagegen.repository import ApiKeyRepository, GenerationRepository
 from imagegen.settings import get_settings
 from imagegen.storage import ImageStore
+from imagegen.url_signing import UrlSigner
 from imagegen.webhook_signature import FalWebhookVerifier, JwksCache
 
 
@@ -21,6 +23,16 @@ def generations() -> GenerationRepository:
 @cache
 def api_keys() -> ApiKeyRepository:
     return ApiKeyRepository(clients.firestore_client())
+
+
+@cache
+def url_signer() -> UrlSigner:
+    return UrlSigner(clients.storage_client(), get_settings())
+
+
+@cache
+def loras() -> LoraRepository:
+    return LoraRepository(clients.firestore_client())
 
 
 @cache

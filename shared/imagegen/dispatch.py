@@ -13,16 +13,22 @@ from datetime import UTC, datetime
 from imagegen import webhook_url
 from imagegen.errors import UpstreamRejectedError
 from imagegen.fal_gateway import FalGateway
+from imagegen.loras import fetchable_url
 from imagegen.models.records import ErrorInfo, PartStatus
 from imagegen.planning import fal_arguments
 from imagegen.repository import GenerationRepository
 from imagegen.settings import Settings
+from imagegen.url_signing import UrlSigner
 
 log = logging.getLogger(__name__)
 
 
 def dispatch(
-    generation_id: str, repo: GenerationRepository, gateway: FalGateway, settings: Settings
+    generation_id: str,
+    repo: GenerationRepository,
+    gateway: FalGateway,
+    signer: UrlSigner,
+    settings: Settings,
 ) -> None:
     generation = repo.get(generation_id)
     if generation is None:
@@ -34,13 +40,18 @@ def dispatch(
         log.info("generation already ended", extra={"generationId": generation_id})
         return
     hmac_key = settings.webhook_hmac_key_bytes()
+    # Signed now, not at accept: a generation may wait in the queue longer than 15 minutes.
+    lora_urls = [
+        fetchable_url(lora.url, settings.lora_bucket, signer, settings.lora_url_ttl_seconds)
+        for lora in generation.loras
+    ]
     for part in generation.parts:
         if part.status is not PartStatus.PENDING:
             continue
         callback = webhook_url.build(settings.webhook_url, hmac_key, generation.id, part.index)
         try:
             submission = gateway.submit(
-                generation.fal_app, fal_arguments(generation, part), callback
+                generation.fal_app, fal_arguments(generation, part, lora_urls), callback
             )
         except UpstreamRejectedError as exc:
             log.warning(

@@ -26,4 +26,10 @@ def handle(data: Any, event_id: str | None = None) -> None:
     except pydantic.ValidationError as exc:
         log.error("dropping malformed Pub/Sub event %s: %s", event_id, exc.errors()[:3])
         return
-    dispatch(message.generation_id, context.generations(), context.fal_gateway(), get_settings())
+    dispatch(
+        message.generation_id,
+        context.generations(),
+        context.fal_gateway(),
+        context.url_signer(),
+        get_settings(),
+    )

@@ -71,6 +71,19 @@ class ValidationError(ImageGenError):
     code = "validation_error"
 
 
+class RateLimitedError(ImageGenError):
+    """Over a per-user limit; `retry_after` seconds is when trying again can succeed."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(
+        self, message: str, *, retry_after: int, code: str | None = None, details: Any = None
+    ) -> None:
+        super().__init__(message, code=code, details=details)
+        self.retry_after = max(1, retry_after)
+
+
 class RetryableError(ImageGenError):
     """A transient failure: the caller (Pub/Sub, fal, Cloud Tasks) should deliver again."""
 

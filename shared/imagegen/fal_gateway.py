@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from imagegen.errors import RetryableError, UpstreamRejectedError
@@ -20,6 +21,24 @@ TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
 @dataclass(frozen=True)
 class Submission:
     request_id: str
+
+
+class CancelOutcome(StrEnum):
+    # fal accepted the cancellation (202): no result will be produced.
+    REQUESTED = "requested"
+    # fal answered 400 ALREADY_COMPLETED: the result exists and its webhook is on its way.
+    ALREADY_COMPLETED = "already_completed"
+    # fal does not know the request (404): nothing is running.
+    NOT_FOUND = "not_found"
+
+
+def _cancel_refusal(exc: Any) -> str | None:
+    """fal's `status` in a refused cancel's body (e.g. ALREADY_COMPLETED)."""
+    try:
+        body = exc.response.json()
+    except ValueError:
+        return None
+    return body.get("status") if isinstance(body, dict) else None
 
 
 def _describe(detail: Any) -> str:
@@ -73,3 +92,34 @@ class FalGateway:
                 f"fal.ai unreachable: {type(exc).__name__}", code="fal_unreachable"
             ) from None
         return Submission(request_id=handle.request_id)
+
+    def cancel(self, app: str, request_id: str) -> CancelOutcome:
+        """PUTs the request's cancel_url at fal; transient failures raise RetryableError,
+        any other refusal UpstreamRejectedError."""
+        import fal_client
+        import httpx
+
+        try:
+            self._sync_client().cancel(app, request_id)
+        except fal_client.client.FalClientHTTPError as exc:
+            status = exc.status_code
+            if status == 400 and _cancel_refusal(exc) == "ALREADY_COMPLETED":
+                return CancelOutcome.ALREADY_COMPLETED
+            if status == 404:
+                return CancelOutcome.NOT_FOUND
+            if status >= 500 or status in TRANSIENT_STATUSES:
+                raise RetryableError(
+                    f"fal.ai answered {status} to a cancel",
+                    code="fal_unavailable",
+                    details={"status": status},
+                ) from None
+            raise UpstreamRejectedError(
+                f"fal.ai refused to cancel ({status}): {_describe(exc.message)}"[:500],
+                code="fal_rejected",
+                details={"status": status},
+            ) from None
+        except (httpx.TransportError, fal_client.client.FalClientTimeoutError) as exc:
+            raise RetryableError(
+                f"fal.ai unreachable: {type(exc).__name__}", code="fal_unreachable"
+            ) from None
+        return CancelOutcome.REQUESTED

@@ -20,7 +20,8 @@ from imagegen.image_fetch import ImageFetcher
 from imagegen.models.events import FalOutput, FalWebhook
 from imagegen.models.records import ErrorInfo, Generation, GenerationPart, PartStatus, StoredImage
 from imagegen.repository import GenerationRepository
-from imagegen.storage import ImageStore, image_path
+from imagegen.storage import ImageStore, image_path, thumbnail_path
+from imagegen.thumbnails import make_thumbnail
 from imagegen.webhook_url import PartRef
 
 log = logging.getLogger(__name__)
@@ -64,17 +65,17 @@ def _copy(
         index = part.first_image + offset
         path = image_path(generation.user_id, generation.id, index, fetched.extension)
         nsfw = offset < len(output.has_nsfw_concepts) and output.has_nsfw_concepts[offset]
-        c.store.upload(
-            path,
-            fetched.data,
-            fetched.content_type,
-            {
-                "generationId": generation.id,
-                "userId": generation.user_id,
-                "index": str(index),
-                "seed": seed or "",
-            },
-        )
+        # From the bytes already in hand: the thumbnail costs no second download.
+        thumbnail = make_thumbnail(fetched.data)
+        thumb_path = thumbnail_path(generation.user_id, generation.id, index)
+        metadata = {
+            "generationId": generation.id,
+            "userId": generation.user_id,
+            "index": str(index),
+            "seed": seed or "",
+        }
+        c.store.upload(path, fetched.data, fetched.content_type, metadata)
+        c.store.upload(thumb_path, thumbnail.data, thumbnail.content_type, metadata)
         return StoredImage(
             index=index,
             bucket=c.store.bucket_name,
@@ -85,6 +86,8 @@ def _copy(
             file_size=len(fetched.data),
             seed=seed,
             nsfw=nsfw,
+            thumbnail_path=thumb_path,
+            thumbnail_content_type=thumbnail.content_type,
         )
 
     count = len(output.images)
@@ -92,6 +95,24 @@ def _copy(
         return [copy_one(0)]
     with ThreadPoolExecutor(max_workers=min(count, MAX_PARALLEL_COPIES)) as pool:
         return list(pool.map(copy_one, range(count)))
+
+
+def _discard_orphans(
+    c: Collaborators, generation_id: str, part_index: int, images: list[StoredImage]
+) -> None:
+    """Deletes what this delivery uploaded if no record refers to it: the generation was
+    canceled or deleted while the images were being copied. A duplicate delivery racing
+    the one that won wrote the same paths, which the record does refer to: kept."""
+    current = c.repo.get(generation_id)
+    if current is not None and current.part(part_index).status is PartStatus.COMPLETED:
+        return
+    paths = [image.path for image in images]
+    paths += [image.thumbnail_path for image in images if image.thumbnail_path]
+    c.store.delete(paths)
+    log.info(
+        "discarded images of an ended generation",
+        extra={"generationId": generation_id, "part": part_index},
+    )
 
 
 def ingest(webhook: FalWebhook, ref: PartRef | None, c: Collaborators) -> Outcome:
@@ -143,6 +164,7 @@ def ingest(webhook: FalWebhook, ref: PartRef | None, c: Collaborators) -> Outcom
         datetime.now(UTC),
     )
     if updated is None:
+        _discard_orphans(c, generation.id, part.index, images)
         return Outcome.DUPLICATE
     log.info(
         "part completed",

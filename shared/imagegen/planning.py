@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from imagegen.models.records import Generation, GenerationPart
-from imagegen.registry import ModelSpec
+from imagegen.registry import Kind, ModelSpec, get_model
 
 
 def plan_parts(num_images: int, spec: ModelSpec, seed: int | None) -> list[GenerationPart]:
@@ -22,19 +22,36 @@ def plan_parts(num_images: int, spec: ModelSpec, seed: int | None) -> list[Gener
     return parts
 
 
-def fal_arguments(generation: Generation, part: GenerationPart) -> dict[str, Any]:
+def fal_arguments(
+    generation: Generation, part: GenerationPart, lora_urls: list[str] | None = None
+) -> dict[str, Any]:
+    """fal's input for one part. `lora_urls` are fresh signed URLs, in the record's order."""
+    spec = get_model(generation.model)
+    if spec is None:
+        raise ValueError(f"model {generation.model!r} is no longer in the registry")
     params = generation.parameters
     arguments: dict[str, Any] = {
-        "prompt": generation.prompt,
-        "image_size": params["image_size"],
+        "prompt": generation.effective_prompt or generation.prompt,
         "num_images": part.num_images,
-        "output_format": params["output_format"],
-        "enable_safety_checker": params["enable_safety_checker"],
+        spec.output_format_name: params["output_format"],
     }
-    if "steps" in params:
-        arguments["num_inference_steps"] = params["steps"]
-    if "guidance_scale" in params:
-        arguments["guidance_scale"] = params["guidance_scale"]
+    for size_key in ("image_size", "aspect_ratio"):
+        if params.get(size_key) is not None:
+            arguments[size_key] = params[size_key]
+    for parameter in spec.parameters:
+        if parameter.kind is Kind.LORAS:
+            if generation.loras:
+                urls = lora_urls or []
+                if len(urls) != len(generation.loras):
+                    raise ValueError("every LoRA of the generation needs a URL")
+                arguments["loras"] = [
+                    {"path": url, "scale": lora.scale}
+                    for url, lora in zip(urls, generation.loras, strict=True)
+                ]
+            continue
+        value = params.get(parameter.name)
+        if value is not None:
+            arguments[parameter.fal_name] = value
     if part.seed is not None:
         arguments["seed"] = int(part.seed)
     return arguments

@@ -6,12 +6,15 @@ redelivered events and concurrent deliveries see each other's effects.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
+from imagegen.limits import Ledger, month_key
 from imagegen.models.records import (
     ErrorInfo,
     Generation,
@@ -23,6 +26,9 @@ from imagegen.models.records import (
 GENERATIONS = "generations"
 FAL_REQUESTS = "falRequests"
 API_KEYS = "apiKeys"
+DELETED_GENERATIONS = "deletedGenerations"
+# How long a deleted generation's tombstone is kept (a TTL policy on `expire_at` removes it).
+TOMBSTONE_TTL = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,43 @@ class ApiKeyRecord:
     revoked: bool
 
 
+@dataclass(frozen=True)
+class StoredApiKey:
+    """An API key's document as administrators see it (the key itself is never stored)."""
+
+    key_hash: str
+    record: ApiKeyRecord
+    created_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    """Which of a user's generations a history query selects."""
+
+    user_id: str
+    status: GenerationStatus | None = None
+    model: str | None = None
+    created_after: datetime | None = None  # inclusive
+    created_before: datetime | None = None  # exclusive
+
+
+@dataclass(frozen=True)
+class HistoryPosition:
+    """Where a history page starts: just after the item with this (created_at, id)."""
+
+    created_at: datetime
+    generation_id: str
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    generations: list[Generation]
+    total: int
+    # The last item of this page when more follow, else None.
+    more_after: HistoryPosition | None
+
+
 def _document(generation: Generation) -> dict[str, Any]:
     return generation.model_dump(mode="python")
 
@@ -46,6 +89,7 @@ def _document(generation: Generation) -> dict[str, Any]:
 class GenerationRepository:
     def __init__(self, client: firestore.Client) -> None:
         self._db = client
+        self._ledger = Ledger(client)
 
     def _ref(self, generation_id: str) -> firestore.DocumentReference:
         return self._db.collection(GENERATIONS).document(generation_id)
@@ -53,12 +97,27 @@ class GenerationRepository:
     def create(self, generation: Generation) -> None:
         self._ref(generation.id).create(_document(generation))
 
+    def create_in(self, transaction: firestore.Transaction, generation: Generation) -> None:
+        transaction.create(self._ref(generation.id), _document(generation))
+
+    def get_many(
+        self, generation_ids: list[str], transaction: firestore.Transaction | None = None
+    ) -> list[Generation]:
+        """The generations that exist, in the order of `generation_ids`."""
+        snapshots = self._db.get_all(
+            [self._ref(i) for i in generation_ids], transaction=transaction
+        )
+        found = {s.id: Generation.model_validate(s.to_dict()) for s in snapshots if s.exists}
+        return [found[i] for i in generation_ids if i in found]
+
     def get(self, generation_id: str) -> Generation | None:
         snapshot = self._ref(generation_id).get()
         return Generation.model_validate(snapshot.to_dict()) if snapshot.exists else None
 
     def _update(self, generation_id: str, change) -> Generation | None:  # noqa: ANN001
-        """Runs `change(generation) -> bool` in a transaction; writes only if it changed."""
+        """Runs `change(generation, transaction) -> bool` in a transaction; writes only if
+        it changed. A generation that ends frees its user's in-flight slot (and is refunded
+        if it failed) in the same transaction, so the counters cannot drift."""
         ref = self._ref(generation_id)
 
         @firestore.transactional
@@ -67,8 +126,20 @@ class GenerationRepository:
             if not snapshot.exists:
                 return None
             generation = Generation.model_validate(snapshot.to_dict())
+            was_terminal = generation.is_terminal
+            # Firestore transactions read before they write, so the ledger is read up
+            # front whenever this change could end the generation.
+            ledger_state = (
+                None
+                if was_terminal
+                else self._ledger.read(
+                    transaction, generation.user_id, month_key(generation.created_at)
+                )
+            )
             if not change(generation, transaction):
                 return None
+            if ledger_state is not None and generation.is_terminal:
+                self._ledger.release(transaction, ledger_state, generation)
             transaction.set(ref, _document(generation))
             return generation
 
@@ -147,6 +218,109 @@ class GenerationRepository:
 
         return self._update(generation_id, change)
 
+    def cancel(
+        self, generation_id: str, now: datetime, allow: Callable[[Generation], bool]
+    ) -> Generation | None:
+        """Moves a generation to canceled if it has not ended and `allow(generation)` (called
+        on the fresh read inside the transaction) agrees; None otherwise. Parts still running
+        become canceled; completed parts keep their images."""
+
+        def change(generation: Generation, _: firestore.Transaction) -> bool:
+            if generation.is_terminal or not allow(generation):
+                return False
+            generation.status = GenerationStatus.CANCELED
+            generation.canceled_at = now
+            generation.updated_at = now
+            for part in generation.parts:
+                if part.status in (PartStatus.PENDING, PartStatus.SUBMITTED):
+                    part.status = PartStatus.CANCELED
+            return True
+
+        return self._update(generation_id, change)
+
+    def delete(self, generation_id: str, user_id: str, now: datetime) -> bool:
+        """Deletes the owner's record with its fal lookups and writes its tombstone, in one
+        transaction; False if there was no such record of that user."""
+        ref = self._ref(generation_id)
+        tombstone = self._db.collection(DELETED_GENERATIONS).document(generation_id)
+
+        @firestore.transactional
+        def run(transaction: firestore.Transaction) -> bool:
+            snapshot = ref.get(transaction=transaction)
+            if not snapshot.exists:
+                return False
+            generation = Generation.model_validate(snapshot.to_dict())
+            if generation.user_id != user_id:
+                return False
+            for part in generation.parts:
+                if part.fal_request_id:
+                    transaction.delete(
+                        self._db.collection(FAL_REQUESTS).document(part.fal_request_id)
+                    )
+            transaction.delete(ref)
+            transaction.set(
+                tombstone,
+                {"user_id": user_id, "deleted_at": now, "expire_at": now + TOMBSTONE_TTL},
+            )
+            return True
+
+        return run(self._db.transaction(max_attempts=10))
+
+    def deleted_by(self, generation_id: str) -> str | None:
+        """The user who deleted this generation, while its tombstone lasts."""
+        snapshot = self._db.collection(DELETED_GENERATIONS).document(generation_id).get()
+        if not snapshot.exists:
+            return None
+        return (snapshot.to_dict() or {}).get("user_id")
+
+    def list_for_user(
+        self,
+        selection: HistoryFilter,
+        limit: int,
+        *,
+        offset: int = 0,
+        after: HistoryPosition | None = None,
+    ) -> HistoryPage:
+        """A page of a user's generations, newest first, and how many match in all.
+
+        The only place history queries are built: the composite indexes it needs are
+        user_id ==, then [status ==], [model ==], then created_at DESC, __name__ DESC
+        (created_at also carries the range filters).
+        """
+        query = self._db.collection(GENERATIONS).where(
+            filter=FieldFilter("user_id", "==", selection.user_id)
+        )
+        if selection.status is not None:
+            query = query.where(filter=FieldFilter("status", "==", selection.status.value))
+        if selection.model is not None:
+            query = query.where(filter=FieldFilter("model", "==", selection.model))
+        if selection.created_after is not None:
+            query = query.where(filter=FieldFilter("created_at", ">=", selection.created_after))
+        if selection.created_before is not None:
+            query = query.where(filter=FieldFilter("created_at", "<", selection.created_before))
+        total = int(query.count(alias="total").get()[0][0].value)
+
+        page = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+            "__name__", direction=firestore.Query.DESCENDING
+        )
+        if after is not None:
+            page = page.start_after(
+                {"created_at": after.created_at, "__name__": after.generation_id}
+            )
+        elif offset:
+            page = page.offset(offset)
+        # One more than asked tells whether another page follows.
+        generations = [
+            Generation.model_validate(snapshot.to_dict())
+            for snapshot in page.limit(limit + 1).stream()
+        ]
+        more_after = None
+        if len(generations) > limit:
+            generations = generations[:limit]
+            last = generations[-1]
+            more_after = HistoryPosition(last.created_at, last.id)
+        return HistoryPage(generations, total, more_after)
+
     def find_fal_request(self, fal_request_id: str) -> FalRequestRef | None:
         snapshot = self._db.collection(FAL_REQUESTS).document(fal_request_id).get()
         if not snapshot.exists:
@@ -178,3 +352,38 @@ class ApiKeyRepository:
         return ApiKeyRecord(
             data["key_id"], data["user_id"], data["role"], bool(data.get("revoked"))
         )
+
+    def find_by_key_id(self, key_id: str) -> StoredApiKey | None:
+        found = self._where("key_id", key_id, limit=1)
+        return found[0] if found else None
+
+    def list_for_user(self, user_id: str, limit: int) -> list[StoredApiKey]:
+        """Up to `limit` of a user's keys, newest first."""
+        keys = self._where("user_id", user_id, limit=limit)
+        oldest = datetime.min.replace(tzinfo=UTC)
+        return sorted(keys, key=lambda k: k.created_at or oldest, reverse=True)
+
+    def revoke(self, key_hash: str, now: datetime) -> None:
+        """Authentication reads the document on every request, so this takes effect at once."""
+        self._db.collection(API_KEYS).document(key_hash).update(
+            {"revoked": True, "revoked_at": now}
+        )
+
+    def _where(self, field: str, value: str, limit: int) -> list[StoredApiKey]:
+        """The only query on API keys: one equality filter on `key_id` or `user_id`, served by
+        Firestore's automatic single-field indexes (no composite index, so no ordering)."""
+        query = (
+            self._db.collection(API_KEYS)
+            .where(filter=FieldFilter(field, "==", value))
+            .limit(limit)
+        )
+        stored = []
+        for snapshot in query.stream():
+            data = snapshot.to_dict() or {}
+            record = ApiKeyRecord(
+                data["key_id"], data["user_id"], data["role"], bool(data.get("revoked"))
+            )
+            stored.append(
+                StoredApiKey(snapshot.id, record, data.get("created_at"), data.get("revoked_at"))
+            )
+        return stored

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
 
     gcp_project: str = Field("imagegen-local", description="Google Cloud project id.")
     images_bucket: str = Field("imagegen-images", description="Bucket for generated images.")
+    lora_bucket: str = Field("imagegen-loras", description="Bucket for uploaded LoRA files.")
+    lora_url_ttl_seconds: int = Field(15 * 60, ge=60, le=24 * 3600)
+    lora_max_bytes: int = Field(1024 * 1024 * 1024, ge=1024, description="Largest LoRA upload.")
     generations_topic: str = Field(
         "generation-requests", description="Pub/Sub topic the api publishes generations to."
     )
@@ -46,12 +49,29 @@ class Settings(BaseSettings):
             "URLs are signed through the IAM signBlob API with the function's identity."
         ),
     )
+    firebase_project_id: str | None = Field(
+        None, description="Firebase project whose ID tokens are accepted (default GCP_PROJECT)."
+    )
+    firebase_certs_url: str = Field(
+        "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com",
+        description="Where the certificates that sign Firebase ID tokens are published.",
+    )
     storage_emulator_host: str | None = Field(None, description="Read by google-cloud-storage.")
+    requests_per_hour: int = Field(50, ge=1, description="Generations a user may start per hour.")
+    max_in_flight: int = Field(2, ge=1, description="Unfinished generations a user may have.")
+    monthly_megapixels: float = Field(
+        2000.0, gt=0, description="Megapixels a user may generate per calendar month (UTC)."
+    )
+    max_megapixels: float = Field(4.0, gt=0, le=16, description="Largest custom size, in MP.")
     max_request_bytes: int = Field(64 * 1024, ge=1024)
     image_download_max_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     image_download_timeout_seconds: float = Field(30.0, gt=0)
     fal_submit_timeout_seconds: float = Field(30.0, gt=0)
     log_level: str = Field("INFO")
+
+    @property
+    def firebase_project(self) -> str:
+        return self.firebase_project_id or self.gcp_project
 
     def webhook_hmac_key_bytes(self) -> bytes:
         key = self.webhook_hmac_key.get_secret_value()

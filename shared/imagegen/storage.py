@@ -1,18 +1,12 @@
-"""Cloud Storage: where generated images live, and the signed URLs that serve them.
-
-Signing: locally (and wherever a service-account key is configured) URLs are signed with
-that key; on Cloud Functions there is no key, so they are signed through the IAM
-signBlob API with the function's own identity (it needs roles/iam.serviceAccountTokenCreator
-on itself).
-"""
+"""Cloud Storage: where generated images and thumbnails live, and the URLs that serve them
+(signed by `imagegen.url_signing`)."""
 
 from __future__ import annotations
 
-import threading
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from imagegen.settings import MAX_SIGNED_URL_TTL_SECONDS, Settings
+from imagegen.settings import Settings
+from imagegen.url_signing import UrlSigner
 
 if TYPE_CHECKING:
     from google.cloud import storage
@@ -22,12 +16,20 @@ def image_path(user_id: str, generation_id: str, index: int, extension: str) -> 
     return f"generations/{user_id}/{generation_id}/{index}.{extension}"
 
 
+def thumbnail_path(user_id: str, generation_id: str, index: int) -> str:
+    return f"thumbnails/{user_id}/{generation_id}/{index}.webp"
+
+
+def generation_prefixes(user_id: str, generation_id: str) -> tuple[str, ...]:
+    """Every prefix under which a generation's objects live (images, then thumbnails)."""
+    return (f"generations/{user_id}/{generation_id}/", f"thumbnails/{user_id}/{generation_id}/")
+
+
 class ImageStore:
     def __init__(self, client: storage.Client, settings: Settings) -> None:
         self._client = client
         self._settings = settings
-        self._signer_lock = threading.Lock()
-        self._signing_credentials = None
+        self._signer = UrlSigner(client, settings)
 
     @property
     def bucket_name(self) -> str:
@@ -46,43 +48,18 @@ class ImageStore:
     def list_paths(self, prefix: str) -> list[str]:
         return [blob.name for blob in self._client.list_blobs(self.bucket_name, prefix=prefix)]
 
+    def delete(self, paths: list[str]) -> None:
+        """Deletes objects; one already gone counts as deleted (deletes are retried)."""
+        from contextlib import suppress
+
+        from google.api_core.exceptions import NotFound
+
+        bucket = self._client.bucket(self.bucket_name)
+        for path in paths:
+            with suppress(NotFound):
+                bucket.blob(path).delete()
+
     def signed_url(self, path: str, ttl_seconds: int | None = None) -> str:
-        ttl = min(ttl_seconds or self._settings.signed_url_ttl_seconds, MAX_SIGNED_URL_TTL_SECONDS)
-        blob = self._client.bucket(self.bucket_name).blob(path)
-        kwargs: dict[str, object] = {
-            "version": "v4",
-            "expiration": timedelta(seconds=ttl),
-            "method": "GET",
-        }
-        if self._settings.storage_emulator_host:
-            host = self._settings.storage_emulator_host
-            kwargs["api_access_endpoint"] = host if "://" in host else f"http://{host}"
-        credentials = self._credentials()
-        if getattr(credentials, "signer", None) is not None and hasattr(credentials, "sign_bytes"):
-            kwargs["credentials"] = credentials
-        else:
-            # Compute credentials cannot sign locally: hand the token to signBlob instead.
-            from google.auth.transport.requests import Request
-
-            if not credentials.valid:
-                credentials.refresh(Request())
-            kwargs["service_account_email"] = credentials.service_account_email
-            kwargs["access_token"] = credentials.token
-        return blob.generate_signed_url(**kwargs)
-
-    def _credentials(self):  # noqa: ANN202 - google.auth credentials have no common type
-        with self._signer_lock:
-            if self._signing_credentials is None:
-                if self._settings.signing_credentials_file:
-                    from google.oauth2 import service_account
-
-                    self._signing_credentials = (
-                        service_account.Credentials.from_service_account_file(
-                            self._settings.signing_credentials_file
-                        )
-                    )
-                else:
-                    import google.auth
-
-                    self._signing_credentials, _ = google.auth.default()
-            return self._signing_credentials
+        return self._signer.sign(
+            self.bucket_name, path, ttl_seconds or self._settings.signed_url_ttl_seconds
+        )

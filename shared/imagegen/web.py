@@ -9,13 +9,14 @@ from typing import Any
 
 import flask
 from werkzeug.exceptions import MethodNotAllowed, NotFound
-from werkzeug.routing import Map
+from werkzeug.routing import Map, RoutingException
 
 from imagegen.errors import (
     ImageGenError,
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
+    RateLimitedError,
     UnsupportedMediaTypeError,
 )
 
@@ -35,7 +36,11 @@ def json_response(
 
 
 def error_response(error: ImageGenError) -> flask.Response:
-    headers = {"Retry-After": "1"} if error.status == 503 else None
+    headers = None
+    if isinstance(error, RateLimitedError):
+        headers = {"Retry-After": str(error.retry_after)}
+    elif error.status == 503:
+        headers = {"Retry-After": "1"}
     return json_response(error.to_body(), error.status, headers)
 
 
@@ -67,6 +72,9 @@ def dispatch(request: flask.Request, url_map: Map, handlers: dict[str, Handler])
         response = error_response(MethodNotAllowedError(f"{request.method} is not allowed here"))
         response.headers["Allow"] = ", ".join(sorted(exc.valid_methods or []))
         return response
+    except RoutingException:
+        # e.g. a redirect to a canonical path: an API client would not follow it anyway.
+        return error_response(NotFoundError(f"No route for {request.path}"))
     except ImageGenError as exc:
         if exc.status >= 500:
             log.warning("request failed: %s", exc.message, extra={"code": exc.code})

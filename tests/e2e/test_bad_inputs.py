@@ -95,8 +95,7 @@ def test_unknown_generation_is_404(api: Api, generation_id: str) -> None:
 
 
 def test_an_encoded_slash_is_not_an_id(api: Api) -> None:
-    # It decodes to the collection path, which only takes POST.
-    _error(api.http.get("/v1/images/generations/%2F", headers=api.headers), 405)
+    _error(api.http.get("/v1/images/generations/%2F", headers=api.headers), 404)
 
 
 def test_unknown_route_and_method(api: Api) -> None:

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -34,6 +35,15 @@ pytestmark = pytest.mark.integration
 
 DEV = "fal-ai/flux/dev"
 SCHNELL = "fal-ai/flux/schnell"
+LORA = "fal-ai/flux-lora"
+PRO = "fal-ai/flux-pro/v1.1"
+KONTEXT = "fal-ai/flux-pro/kontext"
+SDXL = "fal-ai/fast-sdxl"
+# Stands in for a V4 signed URL's credentials: must reach the server, never the reports.
+SIGNATURE = "X-Goog-Signature=0123456789abcdef&X-Goog-Credential=sim%40example"
+LORA_BYTES = b"safetensors-dummy-" * 1000
+INPUT_SIZE = (300, 200)
+INPUT_COLOUR = (20, 180, 60)
 KEY_HEADER = {"Authorization": "Key test-key"}
 CONFIG = SimConfig(
     queue_delay=0.3,
@@ -185,6 +195,60 @@ class WebhookReceiver:
         self._server.server_close()
 
 
+def _input_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", INPUT_SIZE, INPUT_COLOUR).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class FileServer:
+    """Plain-HTTP input files, like the local GCS emulator behind the product's signed URLs.
+
+    ``/files/...`` serve their body; ``/forbidden/...`` answer 403; every hit is recorded
+    with its query string and time.
+    """
+
+    FILES = {
+        "/files/style.safetensors": LORA_BYTES,
+        "/files/input.png": _input_png(),
+        "/files/broken.png": b"this is not an image",
+    }
+
+    def __init__(self) -> None:
+        self.hits: list[tuple[str, str, float]] = []  # path, query, time
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path, _, query = self.path.partition("?")
+                server.hits.append((path, query, time.time()))
+                body = server.FILES.get(path)
+                status = 200 if body is not None else 403 if path.startswith("/forbidden") else 404
+                body = body if body is not None else b"<Error>AccessDenied</Error>"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        """Without the signature: what the simulator may report."""
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def signed_url(self, path: str) -> str:
+        return f"{self.url(path)}?{SIGNATURE}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorServer]:
     server = SimulatorServer(tmp_path_factory.mktemp("falsim"), config=CONFIG).start()
@@ -202,6 +266,13 @@ def http(sim: SimulatorServer) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[WebhookReceiver]:
     server = WebhookReceiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def files() -> Iterator[FileServer]:
+    server = FileServer()
     yield server
     server.close()
 
@@ -492,6 +563,7 @@ def test_auth_unknown_routes_and_bad_config(http: httpx.Client) -> None:
     assert unknown.status_code == 404
     assert http.get("/healthz").status_code == 200
     assert http.post("/_sim/config", json={"no_such_setting": 1}).status_code == 400
+    assert http.post("/_sim/config", json={"nsfw": "yes"}).status_code == 400
 
 
 def test_restart_reuses_state_and_enforces_expected_key(sim: SimulatorServer) -> None:
@@ -512,3 +584,295 @@ def test_restart_reuses_state_and_enforces_expected_key(sim: SimulatorServer) ->
             assert len(client.get("/_sim/requests").json()) == 1
             client.post("/_sim/reset").raise_for_status()
             assert client.get("/_sim/requests").json() == []
+
+
+# -- the other apps the product uses ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def apps_run(sim: SimulatorServer, files: FileServer) -> dict[str, Any]:
+    """One valid request to each app (submitted together, so they run side by side)."""
+    requests = {
+        "lora": (
+            LORA,
+            {
+                "prompt": "a watercolour harbour",
+                "image_size": "square",
+                "loras": [{"path": files.signed_url("/files/style.safetensors"), "scale": 0.8}],
+                "guidance_scale": 0,
+                "output_format": "png",
+                "seed": 7,
+            },
+        ),
+        "pro": (
+            PRO,
+            {
+                "prompt": "portrait, NSFW-TEST please",
+                "image_size": {"width": 640, "height": 480},
+                "num_images": 2,
+                "safety_tolerance": "5",
+                "num_inference_steps": 99,  # flux-pro has no steps: ignored like any unknown key
+            },
+        ),
+        "kontext_ratio": (
+            KONTEXT,
+            {
+                "prompt": "same scene at dusk",
+                "image_url": files.signed_url("/files/input.png"),
+                "aspect_ratio": "16:9",
+                "output_format": "png",
+            },
+        ),
+        "kontext_input_ratio": (
+            KONTEXT,
+            {"prompt": "same scene at dusk", "image_url": files.signed_url("/files/input.png")},
+        ),
+        "sdxl": (
+            SDXL,
+            {
+                "prompt": "a lighthouse",
+                "negative_prompt": "blurry",
+                "image_size": "square",
+                "num_images": 2,
+                "format": "png",
+                "output_format": "jpeg",  # not fast-sdxl's name for it: ignored
+            },
+        ),
+    }
+    return run_fal(
+        sim,
+        """
+handles = {name: client.submit(app, arguments) for name, (app, arguments) in ARGS.items()}
+emit({
+    name: {"request_id": handle.request_id, "result": handle.get()}
+    for name, handle in handles.items()
+})
+""",
+        **requests,
+    )
+
+
+def fetch_image(http: httpx.Client, image: dict[str, Any]) -> Image.Image:
+    response = http.get(image["url"])
+    assert response.status_code == 200
+    assert response.headers["content-type"] == image["content_type"]
+    decoded = Image.open(io.BytesIO(response.content))
+    decoded.load()
+    return decoded
+
+
+@pytest.mark.parametrize(
+    ("name", "count", "size", "pil_format"),
+    [
+        ("lora", 1, (512, 512), "PNG"),
+        ("pro", 2, (640, 480), "JPEG"),
+        ("kontext_ratio", 1, (1360, 768), "PNG"),
+        ("kontext_input_ratio", 1, (1248, 832), "JPEG"),
+        ("sdxl", 2, (512, 512), "PNG"),
+    ],
+)
+def test_each_app_returns_images_of_requested_size_and_format(
+    apps_run: dict[str, Any],
+    http: httpx.Client,
+    name: str,
+    count: int,
+    size: tuple[int, int],
+    pil_format: str,
+) -> None:
+    result = apps_run[name]["result"]
+    assert set(result) == {"images", "seed", "has_nsfw_concepts", "timings", "prompt"}
+    assert len(result["images"]) == count
+    content_type = f"image/{pil_format.lower()}"
+    for image in result["images"]:
+        assert (image["width"], image["height"], image["content_type"]) == (*size, content_type)
+        decoded = fetch_image(http, image)
+        assert (decoded.format, decoded.size) == (pil_format, size)
+
+
+def test_defaults_and_ignored_keys(apps_run: dict[str, Any], http: httpx.Client) -> None:
+    pro = sim_request(http, apps_run["pro"]["request_id"])
+    assert "num_inference_steps" not in pro["input"]
+    assert pro["input"]["safety_tolerance"] == "5"
+    sdxl = sim_request(http, apps_run["sdxl"]["request_id"])["input"]
+    assert (sdxl["num_inference_steps"], sdxl["guidance_scale"], sdxl["loras"]) == (25, 7.5, [])
+    assert "output_format" not in sdxl
+    kontext = sim_request(http, apps_run["kontext_input_ratio"]["request_id"])["input"]
+    assert (kontext["guidance_scale"], kontext["safety_tolerance"]) == (3.5, "2")
+    assert kontext["aspect_ratio"] is None
+
+
+def test_lora_is_downloaded_when_the_request_runs(
+    apps_run: dict[str, Any], http: httpx.Client, files: FileServer
+) -> None:
+    state = sim_request(http, apps_run["lora"]["request_id"])
+    assert state["input_fetches"] == [
+        {
+            "kind": "lora",
+            "url": files.url("/files/style.safetensors"),
+            "status": 200,
+            "bytes": len(LORA_BYTES),
+            "error": None,
+        }
+    ]
+    [(_, query, at)] = [hit for hit in files.hits if hit[0] == "/files/style.safetensors"]
+    assert query == SIGNATURE  # the signed URL went out intact
+    assert state["started_at"] <= at <= state["completed_at"]
+    assert state["submitted_at"] < state["started_at"]  # not fetched at submit
+
+
+def test_kontext_output_is_near_one_megapixel_and_shows_its_input(
+    apps_run: dict[str, Any], http: httpx.Client, files: FileServer
+) -> None:
+    for name, ratio in (("kontext_ratio", 16 / 9), ("kontext_input_ratio", 3 / 2)):
+        run = apps_run[name]
+        [image] = run["result"]["images"]
+        width, height = image["width"], image["height"]
+        assert width % 16 == 0 and height % 16 == 0
+        assert abs(width * height / 1024**2 - 1) < 0.02
+        assert abs(width / height - ratio) < 16 / height * ratio
+        [fetch] = sim_request(http, run["request_id"])["input_fetches"]
+        assert fetch == {
+            "kind": "image",
+            "url": files.url("/files/input.png"),
+            "status": 200,
+            "bytes": len(FileServer.FILES["/files/input.png"]),
+            "error": None,
+        }
+    # The input is pasted, scaled, at the middle of the right edge (PNG: exact colour).
+    decoded = fetch_image(http, apps_run["kontext_ratio"]["result"]["images"][0]).convert("RGB")
+    assert decoded.getpixel((decoded.width - 40, decoded.height // 2)) == INPUT_COLOUR
+
+
+def test_nsfw_test_prompt_and_config_flag_images(
+    apps_run: dict[str, Any], http: httpx.Client, configure: Callable[[dict[str, Any]], None]
+) -> None:
+    assert apps_run["pro"]["result"]["has_nsfw_concepts"] == [True, True]
+    assert apps_run["sdxl"]["result"]["has_nsfw_concepts"] == [False, False]
+
+    configure({"nsfw": True})
+    assert http.get("/_sim/config").json()["nsfw"] is True
+    response = http.post(
+        f"/{SDXL}",
+        json={"prompt": "x", "image_size": "square", "num_images": 3},
+        headers=KEY_HEADER,
+    )
+    request_id = response.json()["request_id"]
+    state = wait_until(lambda: (r := sim_request(http, request_id))["output"] and r)
+    assert state["output"]["has_nsfw_concepts"] == [True, True, True]
+
+
+def test_new_apps_reject_out_of_range_input(sim: SimulatorServer) -> None:
+    cases = {
+        "lora_scale": (LORA, {"prompt": "x", "loras": [{"path": "http://x/a", "scale": 4.5}]}),
+        "lora_guidance": (LORA, {"prompt": "x", "guidance_scale": 36}),
+        "lora_count": (LORA, {"prompt": "x", "loras": [{"path": "http://x/a"}] * 6}),
+        "pro_tolerance": (PRO, {"prompt": "x", "safety_tolerance": "7"}),
+        "kontext_no_image": (KONTEXT, {"prompt": "x"}),
+        "kontext_ratio": (
+            KONTEXT,
+            {"prompt": "x", "image_url": "http://x/a", "aspect_ratio": "5:4"},
+        ),
+        "sdxl_images": (SDXL, {"prompt": "x", "num_images": 9}),
+        "sdxl_steps": (SDXL, {"prompt": "x", "num_inference_steps": 66}),
+    }
+    errors = run_fal(
+        sim,
+        """
+emit({
+    name: http_error(lambda: client.submit(app, arguments))
+    for name, (app, arguments) in ARGS.items()
+})
+""",
+        **cases,
+    )
+    expected = {
+        "lora_scale": (["body", "loras", 0, "scale"], "less_than_equal"),
+        "lora_guidance": (["body", "guidance_scale"], "less_than_equal"),
+        "lora_count": (["body", "loras"], "too_long"),
+        "pro_tolerance": (["body", "safety_tolerance"], "literal_error"),
+        "kontext_no_image": (["body", "image_url"], "missing"),
+        "kontext_ratio": (["body", "aspect_ratio"], "literal_error"),
+        "sdxl_images": (["body", "num_images"], "less_than_equal"),
+        "sdxl_steps": (["body", "num_inference_steps"], "less_than_equal"),
+    }
+    assert set(errors) == set(expected)
+    for name, (loc, type_) in expected.items():
+        error = errors[name]
+        assert error["status_code"] == 422, name
+        [detail] = error["body"]["detail"]
+        assert (detail["loc"], detail["type"]) == (loc, type_), name
+        assert detail["msg"], name
+    assert errors["lora_scale"]["body"]["detail"][0]["msg"] == (
+        "Input should be less than or equal to 4"
+    )
+    assert errors["pro_tolerance"]["body"]["detail"][0]["msg"] == (
+        "Input should be '1', '2', '3', '4', '5' or '6'"
+    )
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_failed_input_downloads_fail_the_request(
+    http: httpx.Client, receiver: WebhookReceiver, files: FileServer
+) -> None:
+    cases = {
+        "forbidden": (
+            LORA,
+            {"prompt": "x", "loras": [{"path": files.signed_url("/forbidden/style.safetensors")}]},
+            ["body", "loras", 0, "path"],
+            "file_download_error",
+            {"kind": "lora", "url": files.url("/forbidden/style.safetensors"), "status": 403},
+        ),
+        "unreachable": (
+            SDXL,
+            {
+                "prompt": "x",
+                "loras": [
+                    {"path": files.signed_url("/files/style.safetensors")},
+                    {"path": f"http://127.0.0.1:{_closed_port()}/gone.safetensors?{SIGNATURE}"},
+                ],
+            },
+            ["body", "loras", 1, "path"],
+            "file_download_error",
+            {"kind": "lora", "status": None},
+        ),
+        "undecodable": (
+            KONTEXT,
+            {"prompt": "x", "image_url": files.signed_url("/files/broken.png")},
+            ["body", "image_url"],
+            "image_load_error",
+            {"kind": "image", "url": files.url("/files/broken.png"), "status": 200},
+        ),
+    }
+    request_ids = {
+        name: submit_raw(http, app, arguments, receiver.url)
+        for name, (app, arguments, *_) in cases.items()
+    }
+    for name, (_, _, loc, type_, fetch) in cases.items():
+        request_id = request_ids[name]
+        [(_, body)] = receiver.wait_for(request_id, 1)
+        assert SIGNATURE.split("=")[1] not in body.decode(), name
+        webhook = json.loads(body)
+        assert (webhook["status"], webhook["error"]) == ("ERROR", "Invalid status code: 422")
+        [detail] = webhook["payload"]["detail"]
+        assert (detail["loc"], detail["type"]) == (loc, type_), name
+        assert "?" not in detail["input"] and detail["input"] in detail["msg"], name
+
+        state = sim_request(http, request_id)
+        assert (state["status"], state["error"]) == ("COMPLETED", "Invalid status code: 422")
+        last = state["input_fetches"][-1]
+        assert fetch.items() <= last.items(), name
+        assert last["error"] and "?" not in last["url"], name
+        result = http.get(state["response_url"], headers=KEY_HEADER)
+        assert result.status_code == 422
+        assert result.json()["detail"] == webhook["payload"]["detail"]
+
+    forbidden = sim_request(http, request_ids["forbidden"])["input_fetches"]
+    assert [f["error"] for f in forbidden] == ["HTTP 403 Forbidden"]
+    # The reachable LoRA before the dead one was fetched; the request still failed.
+    unreachable = sim_request(http, request_ids["unreachable"])["input_fetches"]
+    assert [f["status"] for f in unreachable] == [200, None]

@@ -19,9 +19,12 @@ class GenerationStatus(StrEnum):
     SUBMITTED = "submitted"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELED = "canceled"
 
 
-TERMINAL_STATUSES = frozenset({GenerationStatus.COMPLETED, GenerationStatus.FAILED})
+TERMINAL_STATUSES = frozenset(
+    {GenerationStatus.COMPLETED, GenerationStatus.FAILED, GenerationStatus.CANCELED}
+)
 
 
 class PartStatus(StrEnum):
@@ -29,6 +32,7 @@ class PartStatus(StrEnum):
     SUBMITTED = "submitted"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELED = "canceled"
 
 
 class Record(BaseModel):
@@ -50,6 +54,18 @@ class StoredImage(Record):
     file_size: int
     seed: str | None = None
     nsfw: bool = False
+    # WebP preview (longest side 256) under thumbnails/; None on records made before them.
+    thumbnail_path: str | None = None
+    thumbnail_content_type: str | None = None
+
+
+class LoraUse(Record):
+    id: str
+    scale: float
+    trigger: str | None = None
+    # The LoRA's url when the generation was accepted: deleting the LoRA later does not
+    # strand a queued generation, and the dispatcher signs a fresh URL from it.
+    url: str
 
 
 class GenerationPart(Record):
@@ -70,12 +86,18 @@ class Generation(Record):
     user_id: str
     status: GenerationStatus = GenerationStatus.QUEUED
     prompt: str
+    # The prompt fal receives: LoRA trigger words the prompt lacked are prepended.
+    effective_prompt: str | None = None
     model: str
     fal_app: str
     parameters: dict[str, Any]
     num_images: int
-    width: int
-    height: int
+    # None while the model picks the size itself (image to image without an aspect ratio).
+    width: int | None = None
+    height: int | None = None
+    loras: list[LoraUse] = Field(default_factory=list)
+    estimated_cost_usd: float = 0.0
+    batch_id: str | None = None
     parts: list[GenerationPart]
     images: list[StoredImage] = Field(default_factory=list)
     seed: str | None = None
@@ -83,7 +105,15 @@ class Generation(Record):
     created_at: datetime
     submitted_at: datetime | None = None
     completed_at: datetime | None = None
+    canceled_at: datetime | None = None
     updated_at: datetime | None = None
+
+    @property
+    def megapixels_per_image(self) -> float:
+        # A model that picks its own size is counted at 1 MP until its images say otherwise.
+        if self.width is None or self.height is None:
+            return 1.0
+        return self.width * self.height / 1_000_000
 
     @property
     def is_terminal(self) -> bool:

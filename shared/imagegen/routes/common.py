@@ -6,7 +6,7 @@ import re
 
 import flask
 
-from imagegen import context
+from imagegen import context, firebase_auth
 from imagegen.auth import Principal, authenticate
 from imagegen.errors import PermissionDeniedError
 
@@ -15,7 +15,9 @@ RESOURCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,127}")
 
 
 def principal(request: flask.Request) -> Principal:
-    return authenticate(context.api_keys(), request.headers.get("Authorization"))
+    return authenticate(
+        context.api_keys(), request.headers.get("Authorization"), firebase_auth.verifier()
+    )
 
 
 def admin(request: flask.Request) -> Principal:

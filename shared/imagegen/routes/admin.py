@@ -1,0 +1,149 @@
+"""/v1/admin/apiKeys: administrators issue, list and revoke API keys.
+
+A key is shown once, in the answer that creates it; only its SHA-256 hash is stored, so
+the listing shows key ids, never keys. Revoking takes effect at once: authentication reads
+the key's document on every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import flask
+import pydantic
+from pydantic import Field
+from werkzeug.routing import Rule
+
+from imagegen import context
+from imagegen.auth import issue_api_key
+from imagegen.errors import NotFoundError
+from imagegen.models.base import ApiModel, ResponseModel
+from imagegen.repository import StoredApiKey
+from imagegen.routes.common import admin
+from imagegen.settings import get_settings
+from imagegen.validation import FieldProblem, load_body, problems_from_pydantic, raise_validation
+from imagegen.web import json_response, read_body
+
+log = logging.getLogger(__name__)
+
+API_KEYS_PATH = "/v1/admin/apiKeys"
+MAX_LISTED = 200
+# Ids we mint are 16 hex digits; anything else cannot be ours.
+KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@:-]+$")]
+
+RULES = [
+    Rule(API_KEYS_PATH, endpoint="create_api_key", methods=["POST"]),
+    Rule(API_KEYS_PATH, endpoint="list_api_keys", methods=["GET"]),
+    Rule(f"{API_KEYS_PATH}/<key_id>", endpoint="revoke_api_key", methods=["DELETE"]),
+]
+
+
+class CreateApiKeyRequest(ApiModel):
+    user_id: UserId
+    role: Literal["user", "admin"] = "user"
+
+
+class ListApiKeysQuery(ApiModel):
+    user_id: UserId
+
+
+class CreatedApiKeyView(ResponseModel):
+    api_key: str
+    key_id: str
+    user_id: str
+    role: str
+    created_at: datetime
+
+
+class ApiKeyView(ResponseModel):
+    key_id: str
+    user_id: str
+    role: str
+    revoked: bool
+    created_at: datetime | None
+    revoked_at: datetime | None
+
+
+def _validated(model: type[pydantic.BaseModel], data: bytes | dict[str, str]):  # noqa: ANN202
+    try:
+        if isinstance(data, bytes):
+            # JSON mode, as for generations: strict types, JSON's own spellings.
+            return model.model_validate_json(data)
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise_validation(problems_from_pydantic(exc))
+        raise  # unreachable: raise_validation raised
+
+
+def create_api_key(request: flask.Request) -> flask.Response:
+    caller = admin(request)
+    body = read_body(request, get_settings().max_request_bytes)
+    load_body(body)  # 400 unless a JSON object
+    wanted: CreateApiKeyRequest = _validated(CreateApiKeyRequest, body)
+    now = datetime.now(UTC)
+    api_key, record = issue_api_key(context.api_keys(), wanted.user_id, wanted.role, now)
+    log.info(
+        "api key issued",
+        extra={"key_id": record.key_id, "user_id": record.user_id, "by": caller.user_id},
+    )
+    view = CreatedApiKeyView(
+        api_key=api_key,
+        key_id=record.key_id,
+        user_id=record.user_id,
+        role=record.role,
+        created_at=now,
+    )
+    return json_response(
+        view.model_dump(mode="json"),
+        201,
+        {"Location": f"{API_KEYS_PATH}/{record.key_id}", "Cache-Control": "no-store"},
+    )
+
+
+def _view(stored: StoredApiKey) -> dict:
+    record = stored.record
+    return ApiKeyView(
+        key_id=record.key_id,
+        user_id=record.user_id,
+        role=record.role,
+        revoked=record.revoked,
+        created_at=stored.created_at,
+        revoked_at=stored.revoked_at,
+    ).model_dump(mode="json")
+
+
+def list_api_keys(request: flask.Request) -> flask.Response:
+    admin(request)
+    repeated = [
+        FieldProblem(name, "must be given at most once", "repeated_parameter")
+        for name in request.args
+        if len(request.args.getlist(name)) > 1
+    ]
+    raise_validation(repeated)
+    query: ListApiKeysQuery = _validated(ListApiKeysQuery, dict(request.args.items()))
+    keys = context.api_keys().list_for_user(query.user_id, MAX_LISTED)
+    return json_response({"apiKeys": [_view(k) for k in keys]})
+
+
+def revoke_api_key(request: flask.Request, key_id: str) -> flask.Response:
+    caller = admin(request)
+    keys = context.api_keys()
+    stored = keys.find_by_key_id(key_id) if KEY_ID.fullmatch(key_id) else None
+    if stored is None:
+        raise NotFoundError(f"API key '{key_id[:128]}' not found")
+    if not stored.record.revoked:  # revoking twice is not an error, and changes nothing
+        keys.revoke(stored.key_hash, datetime.now(UTC))
+        log.info("api key revoked", extra={"key_id": key_id, "by": caller.user_id})
+    return flask.Response(status=204)
+
+
+HANDLERS = {
+    "create_api_key": create_api_key,
+    "list_api_keys": list_api_keys,
+    "revoke_api_key": revoke_api_key,
+}

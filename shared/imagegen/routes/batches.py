@@ -1,0 +1,146 @@
+"""/v1/images/batch (seed 002): up to 50 generations in one call, all or none.
+
+Every item is validated before anything is created (one bad item rejects the batch with
+422 naming its index); admission counts every item against the user's limits; the records
+and the batch document are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import flask
+from google.cloud import firestore
+from werkzeug.routing import Rule
+
+from imagegen import accept, clients, context, idempotency
+from imagegen.errors import BadRequestError, NotFoundError, ValidationError
+from imagegen.models.records import Generation
+from imagegen.routes.common import principal, valid_id
+from imagegen.settings import get_settings
+from imagegen.validation import ValidatedGeneration, load_body, validate_generation
+from imagegen.web import json_response, read_body
+
+BATCH_PATH = "/v1/images/batch"
+BATCHES = "batches"
+MAX_ITEMS = 50
+# A batch body holds up to 50 requests; the per-request limit would refuse legitimate ones.
+BATCH_BODY_FACTOR = 16
+
+RULES = [
+    Rule(BATCH_PATH, endpoint="create_batch", methods=["POST"]),
+    Rule(f"{BATCH_PATH}/<batch_id>", endpoint="get_batch", methods=["GET"]),
+]
+
+
+def _items(raw: dict[str, Any]) -> list[Any]:
+    unknown = set(raw) - {"requests"}
+    if unknown:
+        raise ValidationError(
+            "Invalid request: unknown fields",
+            details=[
+                {
+                    "field": name,
+                    "message": "Extra inputs are not permitted",
+                    "type": "extra_forbidden",
+                }
+                for name in sorted(unknown)
+            ],
+        )
+    items = raw.get("requests")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS:
+        raise ValidationError(
+            f"Invalid request: requests must be a list of 1..{MAX_ITEMS} generation requests",
+            details=[
+                {"field": "requests", "message": f"1..{MAX_ITEMS} items", "type": "invalid_length"}
+            ],
+        )
+    return items
+
+
+def _validate_all(items: list[Any]) -> list[ValidatedGeneration]:
+    validated, details = [], []
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise BadRequestError("each request must be an object")
+            validated.append(validate_generation(item))
+        except ValidationError as exc:
+            details += [{**d, "field": f"requests.{index}.{d['field']}"} for d in exc.details]
+        except BadRequestError as exc:
+            details.append(
+                {"field": f"requests.{index}", "message": exc.message, "type": "invalid_item"}
+            )
+    if details:
+        indexes = sorted({int(d["field"].split(".")[1]) for d in details})
+        raise ValidationError(f"Invalid batch: items {indexes}", details=details)
+    return validated
+
+
+def create_batch(request: flask.Request) -> flask.Response:
+    settings = get_settings()
+    caller = principal(request)
+    body = read_body(request, settings.max_request_bytes * BATCH_BODY_FACTOR)
+    raw = load_body(body)
+    validated = _validate_all(_items(raw))
+    claim = idempotency.claim(
+        caller.user_id, request.headers.get("Idempotency-Key"), BATCH_PATH, raw
+    )
+    batch_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+
+    def write_batch(transaction: firestore.Transaction, generations: list[Generation]) -> None:
+        transaction.create(
+            clients.firestore_client().collection(BATCHES).document(batch_id),
+            {
+                "id": batch_id,
+                "user_id": caller.user_id,
+                "created_at": now,
+                "generation_ids": [g.id for g in generations],
+            },
+        )
+
+    accepted = accept.accept(
+        validated, caller, settings, claim=claim, batch_id=batch_id, extra_write=write_batch
+    )
+    generations = accepted.generations
+    if accepted.replayed and generations:
+        batch_id = generations[0].batch_id or batch_id
+    status = {"Location": f"{BATCH_PATH}/{batch_id}"}
+    if accepted.replayed:
+        status["Idempotent-Replayed"] = "true"
+    return json_response(_batch_body(batch_id, generations, now), 202, status)
+
+
+def _batch_body(batch_id: str, generations: list[Generation], created_at: datetime) -> dict:
+    counts: dict[str, int] = {}
+    for generation in generations:
+        counts[generation.status.value] = counts.get(generation.status.value, 0) + 1
+    return {
+        "id": batch_id,
+        "createdAt": created_at.isoformat().replace("+00:00", "Z"),
+        "total": len(generations),
+        "counts": counts,
+        "done": all(g.is_terminal for g in generations),
+        "generations": [{"id": g.id, "status": g.status.value} for g in generations],
+    }
+
+
+def get_batch(request: flask.Request, batch_id: str) -> flask.Response:
+    caller = principal(request)
+    snapshot = (
+        clients.firestore_client().collection(BATCHES).document(batch_id).get()
+        if valid_id(batch_id)
+        else None
+    )
+    data = snapshot.to_dict() if snapshot is not None and snapshot.exists else None
+    if data is None or data.get("user_id") != caller.user_id:
+        raise NotFoundError(f"Batch '{batch_id[:128]}' not found")
+    ids = data["generation_ids"]
+    generations = context.generations().get_many(ids)
+    return json_response(_batch_body(batch_id, generations, data["created_at"]))
+
+
+HANDLERS = {"create_batch": create_batch, "get_batch": get_batch}

@@ -1,0 +1,218 @@
+"""/v1/loras: LoRA metadata (seed 000) with signed URLs; admins add and remove LoRAs.
+
+An admin adds a LoRA either by URL (any of the three forms) or by upload: the answer then
+carries a signed *resumable* upload URL for a `.safetensors` file in LORA_BUCKET, and the
+LoRA becomes usable once its file is there (checked when a generation names it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import flask
+import pydantic
+from pydantic import Field, StringConstraints, model_validator
+from werkzeug.routing import Rule
+
+from imagegen import blobs, context
+from imagegen.errors import NotFoundError
+from imagegen.loras import UPLOAD_PREFIX, Lora, check_url, fetchable_url, gcs_location
+from imagegen.models.base import ApiModel
+from imagegen.registry import MODELS
+from imagegen.routes.common import admin, principal, valid_id
+from imagegen.settings import Settings, get_settings
+from imagegen.validation import (
+    FieldProblem,
+    load_body,
+    problems_from_pydantic,
+    raise_validation,
+)
+from imagegen.web import json_response, read_body
+
+LORAS_PATH = "/v1/loras"
+UPLOAD_CONTENT_TYPE = "application/octet-stream"
+
+RULES = [
+    Rule(LORAS_PATH, endpoint="list_loras", methods=["GET"]),
+    Rule(LORAS_PATH, endpoint="create_lora", methods=["POST"]),
+    Rule(f"{LORAS_PATH}/<lora_id>", endpoint="get_lora", methods=["GET"]),
+    Rule(f"{LORAS_PATH}/<lora_id>", endpoint="delete_lora", methods=["DELETE"]),
+]
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class LoraFile(ApiModel):
+    file_name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    file_size: Annotated[int, Field(ge=1)]
+
+
+class NewLora(ApiModel):
+    person_id: str | int | None = None
+    first_name: Name | None = None
+    last_name: Name | None = None
+    trigger: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] | None = None
+    model: Annotated[str, StringConstraints(max_length=64)] = "flux-lora"
+    model_version: Annotated[str, StringConstraints(max_length=64)] | None = None
+    default_scale: Annotated[float, Field(ge=0, le=4)] = 1.0
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
+    upload: LoraFile | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NewLora:
+        if (self.url is None) == (self.upload is None):
+            raise ValueError("give either url or upload")
+        return self
+
+
+def lora_view(lora: Lora, settings: Settings) -> dict[str, Any]:
+    """Seed 000's shape (`id, personId, url, firstName, lastName, trigger, model,
+    modelVersion`) plus `signedUrl` (15 minutes), `defaultScale`, `status`, `createdAt`."""
+    signed = None
+    if lora.status == "ready":
+        signed = fetchable_url(
+            lora.url, settings.lora_bucket, context.url_signer(), settings.lora_url_ttl_seconds
+        )
+    return {
+        "id": lora.id,
+        "personId": lora.person_id,
+        "url": lora.url,
+        "signedUrl": signed,
+        "firstName": lora.first_name,
+        "lastName": lora.last_name,
+        "trigger": lora.trigger,
+        "model": lora.model,
+        "modelVersion": lora.model_version,
+        "defaultScale": lora.default_scale,
+        "status": lora.status,
+        "createdAt": lora.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def _get(lora_id: str) -> Lora:
+    lora = context.loras().get(lora_id) if valid_id(lora_id) else None
+    if lora is None:
+        raise NotFoundError(f"LoRA '{lora_id[:128]}' not found")
+    return _refresh_upload(lora)
+
+
+def _refresh_upload(lora: Lora) -> Lora:
+    """A pending upload becomes ready once its object exists."""
+    if lora.status != "pending_upload":
+        return lora
+    settings = get_settings()
+    location = gcs_location(lora.url, settings.lora_bucket)
+    if location and blobs.exists(location.bucket, location.path):
+        context.loras().update(lora.id, {"status": "ready"})
+        return lora.model_copy(update={"status": "ready"})
+    return lora
+
+
+def list_loras(request: flask.Request) -> flask.Response:
+    principal(request)
+    settings = get_settings()
+    loras = [_refresh_upload(lora) for lora in context.loras().list()]
+    return json_response({"loras": [lora_view(lora, settings) for lora in loras]})
+
+
+def get_lora(request: flask.Request, lora_id: str) -> flask.Response:
+    principal(request)
+    return json_response(lora_view(_get(lora_id), get_settings()))
+
+
+def create_lora(request: flask.Request) -> flask.Response:
+    admin(request)
+    settings = get_settings()
+    raw = read_body(request, settings.max_request_bytes)
+    load_body(raw)
+    try:
+        new = NewLora.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        raise_validation(problems_from_pydantic(exc))
+        raise
+    problems = []
+    if new.model not in MODELS or not MODELS[new.model].parameter("loras"):
+        problems.append(FieldProblem("model", f"'{new.model}' takes no LoRAs", "invalid_model"))
+    if new.url is not None and (why := check_url(new.url)):
+        problems.append(FieldProblem("url", why, "invalid_url"))
+    if new.upload is not None:
+        if not new.upload.file_name.lower().endswith(".safetensors"):
+            problems.append(
+                FieldProblem("upload.fileName", "Only .safetensors files", "invalid_file_type")
+            )
+        if new.upload.file_size > settings.lora_max_bytes:
+            problems.append(
+                FieldProblem(
+                    "upload.fileSize", f"At most {settings.lora_max_bytes} bytes", "too_large"
+                )
+            )
+    raise_validation(problems)
+
+    lora_id = str(uuid.uuid4())
+    url = new.url or f"{UPLOAD_PREFIX}{lora_id}.safetensors"
+    lora = Lora(
+        id=lora_id,
+        person_id=new.person_id,
+        url=url,
+        first_name=new.first_name,
+        last_name=new.last_name,
+        trigger=new.trigger or None,
+        model=new.model,
+        model_version=new.model_version,
+        default_scale=new.default_scale,
+        status="ready" if new.url else "pending_upload",
+        created_at=datetime.now(UTC),
+    )
+    context.loras().create(lora)
+    body = lora_view(lora, settings)
+    if new.upload is not None:
+        body["upload"] = _upload_instructions(url, new.upload.file_size, settings)
+    return json_response(body, 201, {"Location": f"{LORAS_PATH}/{lora_id}"})
+
+
+def _upload_instructions(path: str, size: int, settings: Settings) -> dict[str, Any]:
+    # The length range is signed into the URL: Cloud Storage refuses a larger upload.
+    headers = {
+        "x-goog-resumable": "start",
+        "content-type": UPLOAD_CONTENT_TYPE,
+        "x-goog-content-length-range": f"0,{settings.lora_max_bytes}",
+    }
+    url = context.url_signer().sign(
+        settings.lora_bucket, path, settings.lora_url_ttl_seconds, method="POST", headers=headers
+    )
+    return {
+        "url": url,
+        "method": "POST",
+        "headers": headers,
+        "expiresInSeconds": settings.lora_url_ttl_seconds,
+        "maxBytes": settings.lora_max_bytes,
+        "fileSize": size,
+        "howTo": "POST to url with these headers to open a resumable session; PUT the file "
+        "to the session URI in the Location header of the answer.",
+    }
+
+
+def delete_lora(request: flask.Request, lora_id: str) -> flask.Response:
+    admin(request)
+    settings = get_settings()
+    lora = context.loras().delete(lora_id) if valid_id(lora_id) else None
+    if lora is not None:
+        location = gcs_location(lora.url, settings.lora_bucket)
+        # Only files this service uploaded are removed; a LoRA that points elsewhere is not ours.
+        if (
+            location
+            and location.bucket == settings.lora_bucket
+            and location.path.startswith(UPLOAD_PREFIX)
+        ):
+            blobs.delete(location.bucket, [location.path])
+    return flask.Response(status=204)
+
+
+HANDLERS = {
+    "list_loras": list_loras,
+    "get_lora": get_lora,
+    "create_lora": create_lora,
+    "delete_lora": delete_lora,
+}
