@@ -1,12 +1,14 @@
 """Canceling and deleting generations.
 
 Cancel: a generation nothing was sent to fal for yet is canceled at once (the dispatcher
-skips terminal generations, so its message is dropped). Otherwise every submitted part is
-canceled at fal first. When fal answers ALREADY_COMPLETED for every part still running
-(and none is left to dispatch), the results exist and their webhooks are on the way: the
-generation completes normally and the cancel is a 409. Once canceled, a webhook changes
-nothing and stores nothing (ingest ignores terminal generations, and discards images a
-delivery racing the cancel had already copied).
+skips terminal generations, so its message is dropped). Otherwise the record first notes
+that a cancel is under way (`cancel_requested_at`: the error fal then reports for the
+request cancels the generation instead of failing it), and every submitted part is
+canceled at fal. When fal answers ALREADY_COMPLETED for every part still running (and
+none is left to dispatch), the results exist and their webhooks are on the way: the note
+is withdrawn, the generation completes normally and the cancel is a 409. Once canceled,
+a webhook changes nothing and stores nothing (ingest ignores terminal generations, and
+discards images a delivery racing the cancel had already copied).
 
 Delete: a running generation is canceled first (best effort at fal, but always in the
 record, so no delivery can add objects afterwards), then every object under the
@@ -24,7 +26,7 @@ from datetime import UTC, datetime
 from imagegen.auth import Principal
 from imagegen.errors import ConflictError, ImageGenError, NotFoundError
 from imagegen.fal_gateway import CancelOutcome, FalGateway
-from imagegen.models.records import Generation, PartStatus
+from imagegen.models.records import Generation, GenerationStatus, PartStatus
 from imagegen.repository import GenerationRepository
 from imagegen.storage import ImageStore, generation_prefixes
 
@@ -60,7 +62,7 @@ def _cancel_at_fal(generation: Generation, gateway: FalGateway) -> dict[int, Can
         try:
             outcomes[part.index] = gateway.cancel(generation.fal_app, part.fal_request_id)
         except ImageGenError as exc:
-            # The record is still canceled: whatever fal then returns is ignored.
+            # Canceled in the record all the same: whatever fal then returns is ignored.
             log.warning(
                 "fal cancel failed",
                 extra={
@@ -91,7 +93,13 @@ def cancel(generation: Generation, repo: GenerationRepository, gateway: FalGatew
         if generation.is_terminal:
             raise _ended(generation)
 
-    outcomes = _cancel_at_fal(generation, gateway)
+    requested = repo.request_cancel(generation.id, datetime.now(UTC))
+    if requested is None:
+        current = repo.get(generation.id)
+        if current is None:
+            raise _not_found(generation.id)
+        raise _ended(current)
+    outcomes = _cancel_at_fal(requested, gateway)
     too_late = {i for i, o in outcomes.items() if o is CancelOutcome.ALREADY_COMPLETED}
 
     def something_stopped(current: Generation) -> bool:
@@ -116,8 +124,11 @@ def cancel(generation: Generation, repo: GenerationRepository, gateway: FalGatew
     current = repo.get(generation.id)
     if current is None:
         raise _not_found(generation.id)
+    if current.status is GenerationStatus.CANCELED:
+        return current  # fal's cancellation error arrived first and canceled it
     if current.is_terminal:
         raise _ended(current)
+    repo.withdraw_cancel(generation.id, datetime.now(UTC))
     raise ConflictError(
         f"Generation '{generation.id}' has already finished at fal.ai and is completing",
         code="conflict",

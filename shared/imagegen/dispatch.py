@@ -11,10 +11,10 @@ import logging
 from datetime import UTC, datetime
 
 from imagegen import webhook_url
-from imagegen.errors import UpstreamRejectedError
+from imagegen.errors import ImageGenError, UpstreamRejectedError
 from imagegen.fal_gateway import FalGateway
 from imagegen.loras import fetchable_url
-from imagegen.models.records import ErrorInfo, PartStatus
+from imagegen.models.records import ErrorInfo, GenerationStatus, PartStatus
 from imagegen.planning import fal_arguments
 from imagegen.repository import GenerationRepository
 from imagegen.settings import Settings
@@ -62,7 +62,14 @@ def dispatch(
                 generation.id, ErrorInfo(code=exc.code, message=exc.message), datetime.now(UTC)
             )
             return
-        repo.record_submission(generation.id, part.index, submission.request_id, datetime.now(UTC))
+        recorded = repo.record_submission(
+            generation.id, part.index, submission.request_id, datetime.now(UTC)
+        )
+        if recorded is None:
+            _withdraw_if_canceled(
+                generation.id, generation.fal_app, submission.request_id, repo, gateway
+            )
+            return
         log.info(
             "part submitted to fal",
             extra={
@@ -71,3 +78,24 @@ def dispatch(
                 "falRequestId": submission.request_id,
             },
         )
+
+
+def _withdraw_if_canceled(
+    generation_id: str,
+    app: str,
+    request_id: str,
+    repo: GenerationRepository,
+    gateway: FalGateway,
+) -> None:
+    """The generation was canceled while fal was accepting this request: stop the work that
+    nobody will collect. (A part completed by an early webhook is left alone.)"""
+    current = repo.get(generation_id)
+    if current is None or current.status is GenerationStatus.CANCELED:
+        try:
+            gateway.cancel(app, request_id)
+        except ImageGenError as exc:
+            log.warning(
+                "could not cancel an orphaned fal request: %s",
+                exc.message,
+                extra={"generationId": generation_id, "falRequestId": request_id},
+            )

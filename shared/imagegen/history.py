@@ -23,11 +23,15 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 from werkzeug.datastructures import MultiDict
 
+from imagegen import context
+from imagegen.auth import Principal
+from imagegen.models.base import ResponseModel
 from imagegen.models.records import GenerationStatus
 from imagegen.registry import get_model
 from imagegen.repository import HistoryFilter, HistoryPage, HistoryPosition
 from imagegen.routes.common import RESOURCE_ID
 from imagegen.validation import FieldProblem, problems_from_pydantic, raise_validation
+from imagegen.views import GenerationView, generation_view
 
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100
@@ -174,13 +178,34 @@ def parse_history_query(args: MultiDict[str, str]) -> HistoryQuery:
     return query
 
 
-def page_body(query: HistoryQuery, page: HistoryPage, images: list[Any]) -> dict[str, Any]:
-    """The response: seed 001's `images, total, page, perPage`, plus the `next` cursor."""
-    return {
-        "images": images,
-        "total": page.total,
-        # With a cursor, `page` is ignored, so none is claimed.
-        "page": None if query.cursor is not None else query.page,
-        "perPage": query.per_page,
-        "next": encode_cursor(page.more_after) if page.more_after else None,
-    }
+class GenerationsPage(ResponseModel):
+    """Seed 001's `images, total, page, perPage`, plus the `next` cursor."""
+
+    images: list[GenerationView]
+    total: int
+    # With a cursor, `page` is ignored, so none is claimed.
+    page: int | None
+    per_page: int
+    next: str | None
+
+
+def list_page(args: MultiDict[str, str], caller: Principal) -> GenerationsPage:
+    """One page of the caller's history, as the API shows it."""
+    query = parse_history_query(args)
+    page = context.generations().list_for_user(
+        query.selection(caller.user_id), query.per_page, offset=query.offset, after=query.position
+    )
+    store = context.image_store()
+    return page_view(query, page, [generation_view(g, store, caller) for g in page.generations])
+
+
+def page_view(
+    query: HistoryQuery, page: HistoryPage, views: list[GenerationView]
+) -> GenerationsPage:
+    return GenerationsPage(
+        images=views,
+        total=page.total,
+        page=None if query.cursor is not None else query.page,
+        per_page=query.per_page,
+        next=encode_cursor(page.more_after) if page.more_after else None,
+    )

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
 SAFETY_TOLERANCES = ("1", "2", "3", "4", "5", "6")
 MAX_LORAS = 5
@@ -116,7 +118,7 @@ class ModelSpec:
                 "perMegapixelUsd": self.price_per_megapixel_usd,
                 "perImageUsd": self.price_per_image_usd,
             },
-            "parameters": {p.name: p.describe() for p in self.parameters},
+            "parameters": {to_camel(p.name): p.describe() for p in self.parameters},
         }
 
 

@@ -86,6 +86,16 @@ def _document(generation: Generation) -> dict[str, Any]:
     return generation.model_dump(mode="python")
 
 
+def _mark_canceled(generation: Generation, now: datetime) -> None:
+    """Parts still running become canceled; completed parts keep their images."""
+    generation.status = GenerationStatus.CANCELED
+    generation.canceled_at = now
+    generation.updated_at = now
+    for part in generation.parts:
+        if part.status in (PartStatus.PENDING, PartStatus.SUBMITTED):
+            part.status = PartStatus.CANCELED
+
+
 class GenerationRepository:
     def __init__(self, client: firestore.Client) -> None:
         self._db = client
@@ -176,6 +186,10 @@ class GenerationRepository:
         def change(generation: Generation, _: firestore.Transaction) -> bool:
             if generation.is_terminal:
                 return False
+            if generation.cancel_requested_at is not None:
+                # The user asked fal to cancel: fal's error is that cancellation.
+                _mark_canceled(generation, now)
+                return True
             generation.status = GenerationStatus.FAILED
             generation.error = error
             generation.completed_at = now
@@ -228,12 +242,32 @@ class GenerationRepository:
         def change(generation: Generation, _: firestore.Transaction) -> bool:
             if generation.is_terminal or not allow(generation):
                 return False
-            generation.status = GenerationStatus.CANCELED
-            generation.canceled_at = now
+            _mark_canceled(generation, now)
+            return True
+
+        return self._update(generation_id, change)
+
+    def request_cancel(self, generation_id: str, now: datetime) -> Generation | None:
+        """Notes that fal is being asked to cancel (so the error fal then reports cancels
+        the generation rather than failing it); None if it has ended."""
+
+        def change(generation: Generation, _: firestore.Transaction) -> bool:
+            if generation.is_terminal:
+                return False
+            generation.cancel_requested_at = now
             generation.updated_at = now
-            for part in generation.parts:
-                if part.status in (PartStatus.PENDING, PartStatus.SUBMITTED):
-                    part.status = PartStatus.CANCELED
+            return True
+
+        return self._update(generation_id, change)
+
+    def withdraw_cancel(self, generation_id: str, now: datetime) -> Generation | None:
+        """fal had already finished: the generation goes on to complete (or fail) normally."""
+
+        def change(generation: Generation, _: firestore.Transaction) -> bool:
+            if generation.is_terminal or generation.cancel_requested_at is None:
+                return False
+            generation.cancel_requested_at = None
+            generation.updated_at = now
             return True
 
         return self._update(generation_id, change)
@@ -373,9 +407,7 @@ class ApiKeyRepository:
         """The only query on API keys: one equality filter on `key_id` or `user_id`, served by
         Firestore's automatic single-field indexes (no composite index, so no ordering)."""
         query = (
-            self._db.collection(API_KEYS)
-            .where(filter=FieldFilter(field, "==", value))
-            .limit(limit)
+            self._db.collection(API_KEYS).where(filter=FieldFilter(field, "==", value)).limit(limit)
         )
         stored = []
         for snapshot in query.stream():

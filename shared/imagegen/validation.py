@@ -117,36 +117,69 @@ def validate_generation(raw: dict[str, Any], body: bytes | None = None) -> Valid
         )
     except pydantic.ValidationError as exc:
         # Report the model's own rules in the same answer, so one round trip names them all.
-        raise_validation(problems_from_pydantic(exc) + _model_rule_problems_of_raw(raw))
+        shape = problems_from_pydantic(exc)
+        raise_validation(shape + _model_rule_problems_of_raw(raw, shape))
         raise  # unreachable: raise_validation raised
     return validate_for_model(request)
 
 
-def _model_rule_problems_of_raw(raw: dict[str, Any]) -> list[FieldProblem]:
-    """Model-rule checks on a body that failed shape validation: only values of the right
-    type are judged, so no field is reported twice."""
+ALIASES = {"cfg_scale": "guidance_scale", "lora_id": "loras"}
 
-    def pick(snake: str) -> Any:
-        return raw.get(snake, raw.get(to_camel(snake)))
 
-    model = pick("model") or DEFAULT_MODEL
+def _model_rule_problems_of_raw(
+    raw: dict[str, Any], already: list[FieldProblem]
+) -> list[FieldProblem]:
+    """Model-rule checks on a body that failed shape validation, so one answer names every
+    problem; a field pydantic already reported is not judged again."""
+    reported = {p.field.split(".")[0] for p in already}
+    model = raw.get("model", DEFAULT_MODEL)
     spec = get_model(model) if isinstance(model, str) else None
     if spec is None:
         return []
     problems: list[FieldProblem] = []
-    for name in ("steps", "guidance_scale"):
-        value = pick(name)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            problems += _parameter_problems(spec, name, value)
+    present: set[str] = set()
+    for sent, value in raw.items():
+        snake = sent if sent in MODEL_PARAMETERS or sent in ALIASES else _snake(sent)
+        name = ALIASES.get(snake, snake)
+        if name not in MODEL_PARAMETERS or value is None:
+            continue
+        present.add(name)
+        if to_camel(snake) in reported:
+            continue
+        parameter = spec.parameter(name)
+        if parameter is None or _numeric_of_kind(value, parameter.kind):
+            problems += _parameter_problems(spec, name, value, to_camel(snake))
+    for parameter in spec.parameters:
+        if parameter.required and parameter.name not in present:
+            api_name = to_camel(parameter.name)
+            if api_name not in reported:
+                problems.append(
+                    FieldProblem(api_name, f"Model '{spec.id}' needs {api_name}", "missing")
+                )
     return problems
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+def _numeric_of_kind(value: Any, kind: Kind) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind is Kind.INTEGER:
+        return isinstance(value, int)
+    return kind is Kind.NUMBER and isinstance(value, int | float)
 
 
 def _in_range(value: float, minimum: float | None, maximum: float | None) -> bool:
     return (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
 
 
-def _parameter_problems(spec: ModelSpec, name: str, value: Any) -> list[FieldProblem]:
-    api_name = to_camel(name)
+def _parameter_problems(
+    spec: ModelSpec, name: str, value: Any, api_name: str | None = None
+) -> list[FieldProblem]:
+    """`api_name` is the spelling the client used (cfgScale for guidance_scale, ...)."""
+    api_name = api_name or to_camel(name)
     parameter = spec.parameter(name)
     if parameter is None:
         return [
@@ -165,6 +198,8 @@ def _parameter_problems(spec: ModelSpec, name: str, value: Any) -> list[FieldPro
                 "out_of_range",
             )
         ]
+    if parameter.kind is Kind.LORAS and not isinstance(value, list):
+        return []  # its shape is pydantic's to report
     if parameter.kind is Kind.LORAS:
         return [
             FieldProblem(
@@ -183,23 +218,30 @@ def _parameter_problems(spec: ModelSpec, name: str, value: Any) -> list[FieldPro
     return []
 
 
-def _normalise_aliases(request: GenerationRequest) -> tuple[dict[str, Any], list[FieldProblem]]:
-    """Seed 000/001 spellings mapped onto one vocabulary; both spellings at once is an error."""
+def _normalise_aliases(
+    request: GenerationRequest,
+) -> tuple[dict[str, Any], dict[str, str], list[FieldProblem]]:
+    """Seed 000/001 spellings mapped onto one vocabulary, with the name each value was sent
+    under (errors name what the client sent); both spellings at once is an error."""
     problems: list[FieldProblem] = []
     values: dict[str, Any] = {name: getattr(request, name) for name in MODEL_PARAMETERS}
+    sent_as: dict[str, str] = {}
 
     if request.cfg_scale is not None:
         if request.guidance_scale is not None:
             problems.append(
                 FieldProblem("cfgScale", "Give guidanceScale or cfgScale, not both", "conflict")
             )
-        values["guidance_scale"] = request.cfg_scale
+        else:
+            values["guidance_scale"] = request.cfg_scale
+            sent_as["guidance_scale"] = "cfgScale"
     if request.lora_id is not None:
         if request.loras is not None:
             problems.append(FieldProblem("loraId", "Give loras or loraId, not both", "conflict"))
         else:
             values["loras"] = [LoraChoice(id=request.lora_id)]
-    return values, problems
+            sent_as["loras"] = "loraId"
+    return values, sent_as, problems
 
 
 def _resolve_size(
@@ -261,7 +303,7 @@ def _resolve_size(
         preset = request.image_size or DEFAULT_IMAGE_SIZE
         return {"image_size": preset}, *preset_size(preset), []
     if width * height > max_megapixels * 1_000_000:
-        field = "width" if "width" in forms else "imageSize"
+        field = next(iter(forms)) if forms else "imageSize"
         return (
             {},
             None,
@@ -285,10 +327,10 @@ def validate_for_model(request: GenerationRequest) -> ValidatedGeneration:
         )
         raise AssertionError("unreachable")
 
-    values, problems = _normalise_aliases(request)
+    values, sent_as, problems = _normalise_aliases(request)
     for name, value in values.items():
         if value is not None:
-            problems += _parameter_problems(spec, name, value)
+            problems += _parameter_problems(spec, name, value, sent_as.get(name))
     for parameter in spec.parameters:
         if parameter.required and values.get(parameter.name) is None:
             api_name = to_camel(parameter.name)

@@ -12,7 +12,7 @@ from imagegen.history import (
     MAX_OFFSET,
     decode_cursor,
     encode_cursor,
-    page_body,
+    page_view,
     parse_history_query,
 )
 from imagegen.models.records import GenerationStatus
@@ -167,20 +167,18 @@ def test_a_malformed_cursor_is_422_never_500(cursor: str) -> None:
     assert [(p["field"], p["type"]) for p in problems] == [("cursor", "invalid_cursor")]
 
 
-def test_page_body_shape() -> None:
+def test_page_shape() -> None:
     position = HistoryPosition(datetime(2026, 1, 2, tzinfo=UTC), "last-id")
-    body = page_body(_parse(page="2", perPage="3"), HistoryPage([], 9, position), [{"id": 1}])
-    assert body == {
-        "images": [{"id": 1}],
+    body = page_view(_parse(page="2", perPage="3"), HistoryPage([], 9, position), [])
+    assert body.model_dump(mode="json") == {
+        "images": [],
         "total": 9,
         "page": 2,
         "perPage": 3,
         "next": encode_cursor(position),
     }
-    last = page_body(_parse(), HistoryPage([], 0, None), [])
-    assert last["next"] is None and last["page"] == 1
+    last = page_view(_parse(), HistoryPage([], 0, None), [])
+    assert last.next is None and last.page == 1
     # With a cursor, `page` is ignored, so none is claimed.
-    assert (
-        page_body(_parse(cursor=encode_cursor(position)), HistoryPage([], 0, None), [])["page"]
-        is None
-    )
+    with_cursor = page_view(_parse(cursor=encode_cursor(position)), HistoryPage([], 0, None), [])
+    assert with_cursor.page is None

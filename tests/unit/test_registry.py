@@ -17,6 +17,7 @@ from imagegen.registry import (
     SizeMode,
     get_model,
 )
+from pydantic.alias_generators import to_camel
 
 # model id -> (fal app, price per MP, price per image), from the issue.
 ISSUE_MODELS: dict[str, tuple[str, float | None, float | None]] = {
@@ -259,14 +260,14 @@ def test_describe_top_level(model_id: str) -> None:
         "perMegapixelUsd": spec.price_per_megapixel_usd,
         "perImageUsd": spec.price_per_image_usd,
     }
-    assert list(described["parameters"]) == list(ISSUE_PARAMETERS[model_id])
+    assert list(described["parameters"]) == [to_camel(n) for n in ISSUE_PARAMETERS[model_id]]
 
 
 @pytest.mark.parametrize("model_id", sorted(ISSUE_PARAMETERS))
 def test_describe_parameters_carry_ranges_and_defaults(model_id: str) -> None:
     described = MODELS[model_id].describe()["parameters"]
     for name, (_, minimum, maximum, default) in ISSUE_PARAMETERS[model_id].items():
-        entry = described[name]
+        entry = described[to_camel(name)]
         assert entry["type"] == MODELS[model_id].parameter(name).kind.value
         assert entry.get("minimum") == minimum, name
         assert entry.get("maximum") == maximum, name
@@ -293,20 +294,20 @@ def test_describe_flux_dev_exactly() -> None:
                 "maximum": 50,
                 "default": 28,
             },
-            "guidance_scale": {
+            "guidanceScale": {
                 "type": "number",
                 "required": False,
                 "minimum": 1,
                 "maximum": 20,
                 "default": 3.5,
             },
-            "enable_safety_checker": {"type": "boolean", "required": False, "default": True},
+            "enableSafetyChecker": {"type": "boolean", "required": False, "default": True},
         },
     }
 
 
 def test_describe_safety_tolerance_lists_its_choices() -> None:
-    entry = MODELS["flux-pro"].describe()["parameters"]["safety_tolerance"]
+    entry = MODELS["flux-pro"].describe()["parameters"]["safetyTolerance"]
     assert entry == {
         "type": "enum",
         "required": False,
@@ -319,7 +320,7 @@ def test_describe_required_parameters() -> None:
     lora = MODELS["flux-lora"].describe()["parameters"]["loras"]
     assert lora["required"] is True and lora["type"] == "loras"
     assert MODELS["sdxl"].describe()["parameters"]["loras"]["required"] is False
-    image = MODELS["flux-kontext"].describe()["parameters"]["image_url"]
+    image = MODELS["flux-kontext"].describe()["parameters"]["imageUrl"]
     assert image == {"type": "url", "required": True}
 
 

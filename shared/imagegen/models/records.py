@@ -106,6 +106,8 @@ class Generation(Record):
     submitted_at: datetime | None = None
     completed_at: datetime | None = None
     canceled_at: datetime | None = None
+    # Set while a cancel is being asked of fal: an error fal then reports cancels it.
+    cancel_requested_at: datetime | None = None
     updated_at: datetime | None = None
 
     @property

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import flask
 from google.cloud import firestore
+from pydantic import Field
 from werkzeug.routing import Rule
 
 from imagegen import accept, clients, context, idempotency
 from imagegen.errors import BadRequestError, NotFoundError, ValidationError
+from imagegen.models.base import ApiModel, ResponseModel
 from imagegen.models.records import Generation
+from imagegen.models.requests import GenerationRequest
+from imagegen.openapi import Operation
 from imagegen.routes.common import principal, valid_id
 from imagegen.settings import get_settings
 from imagegen.validation import ValidatedGeneration, load_body, validate_generation
@@ -114,18 +118,59 @@ def create_batch(request: flask.Request) -> flask.Response:
     return json_response(_batch_body(batch_id, generations, now), 202, status)
 
 
+class BatchRequest(ApiModel):
+    """The batch body, for the API description; items are validated one by one so that an
+    error can name its index."""
+
+    requests: Annotated[list[GenerationRequest], Field(min_length=1, max_length=MAX_ITEMS)]
+
+
+class BatchItemView(ResponseModel):
+    id: str
+    status: str
+
+
+class BatchView(ResponseModel):
+    id: str
+    created_at: datetime
+    total: int
+    counts: dict[str, int]
+    done: bool
+    generations: list[BatchItemView]
+
+
+OPERATIONS = [
+    Operation(
+        "POST",
+        BATCH_PATH,
+        "Create up to 50 generations at once, all or none",
+        "batches",
+        body=BatchRequest,
+        responses={202: BatchView},
+        headers=("Idempotency-Key",),
+    ),
+    Operation(
+        "GET",
+        f"{BATCH_PATH}/<batch_id>",
+        "The statuses of a batch's generations",
+        "batches",
+        responses={200: BatchView},
+    ),
+]
+
+
 def _batch_body(batch_id: str, generations: list[Generation], created_at: datetime) -> dict:
     counts: dict[str, int] = {}
     for generation in generations:
         counts[generation.status.value] = counts.get(generation.status.value, 0) + 1
-    return {
-        "id": batch_id,
-        "createdAt": created_at.isoformat().replace("+00:00", "Z"),
-        "total": len(generations),
-        "counts": counts,
-        "done": all(g.is_terminal for g in generations),
-        "generations": [{"id": g.id, "status": g.status.value} for g in generations],
-    }
+    return BatchView(
+        id=batch_id,
+        created_at=created_at,
+        total=len(generations),
+        counts=counts,
+        done=all(g.is_terminal for g in generations),
+        generations=[BatchItemView(id=g.id, status=g.status.value) for g in generations],
+    ).model_dump(mode="json")
 
 
 def get_batch(request: flask.Request, batch_id: str) -> flask.Response:

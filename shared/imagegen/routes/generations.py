@@ -10,10 +10,12 @@ from imagegen import cancel as cancellation
 from imagegen.auth import Principal
 from imagegen.errors import NotFoundError
 from imagegen.models.records import Generation
+from imagegen.models.requests import GenerationRequest
+from imagegen.openapi import Operation
 from imagegen.routes.common import principal, valid_id
 from imagegen.settings import get_settings
 from imagegen.validation import load_body, parse_generation_request
-from imagegen.views import AcceptedView, generation_view
+from imagegen.views import AcceptedView, GenerationView, generation_view
 from imagegen.waiting import preferred_wait, wait_for_end
 from imagegen.web import json_response, read_body
 
@@ -28,6 +30,48 @@ RULES = [
         f"{GENERATIONS_PATH}/<generation_id>/cancel",
         endpoint="cancel_generation",
         methods=["POST"],
+    ),
+]
+
+
+OPERATIONS = [
+    Operation(
+        "POST",
+        GENERATIONS_PATH,
+        "Start a generation",
+        "generations",
+        body=GenerationRequest,
+        responses={202: AcceptedView, 200: GenerationView},
+        headers=("Idempotency-Key", "Prefer"),
+    ),
+    Operation(
+        "GET",
+        GENERATIONS_PATH,
+        "The caller's generations, newest first",
+        "generations",
+        query=history.HistoryQuery,
+        responses={200: history.GenerationsPage},
+    ),
+    Operation(
+        "GET",
+        f"{GENERATIONS_PATH}/<generation_id>",
+        "One generation",
+        "generations",
+        responses={200: GenerationView},
+    ),
+    Operation(
+        "DELETE",
+        f"{GENERATIONS_PATH}/<generation_id>",
+        "Delete a generation, its images and thumbnails",
+        "generations",
+        responses={204: None},
+    ),
+    Operation(
+        "POST",
+        f"{GENERATIONS_PATH}/<generation_id>/cancel",
+        "Cancel a queued or running generation",
+        "generations",
+        responses={200: GenerationView, 409: None},
     ),
 ]
 
@@ -64,12 +108,17 @@ def accepted_response(
     return json_response(view, 200 if current.is_terminal else 202, headers)
 
 
-def get_generation(request: flask.Request, generation_id: str) -> flask.Response:
-    caller = principal(request)
+def get_generation_for(generation_id: str, caller: Principal) -> Generation:
     generation = context.generations().get(generation_id) if valid_id(generation_id) else None
     # Another user's generation is indistinguishable from a missing one.
     if generation is None or generation.user_id != caller.user_id:
         raise NotFoundError(f"Generation '{generation_id[:128]}' not found")
+    return generation
+
+
+def get_generation(request: flask.Request, generation_id: str) -> flask.Response:
+    caller = principal(request)
+    generation = get_generation_for(generation_id, caller)
     return json_response(
         generation_view(generation, context.image_store(), caller).model_dump(mode="json")
     )
@@ -77,19 +126,7 @@ def get_generation(request: flask.Request, generation_id: str) -> flask.Response
 
 def list_generations(request: flask.Request) -> flask.Response:
     caller = principal(request)
-    query = history.parse_history_query(request.args)
-    page = context.generations().list_for_user(
-        query.selection(caller.user_id),
-        query.per_page,
-        offset=query.offset,
-        after=query.position,
-    )
-    store = context.image_store()
-    images = [
-        generation_view(generation, store, caller).model_dump(mode="json")
-        for generation in page.generations
-    ]
-    return json_response(history.page_body(query, page, images))
+    return json_response(history.list_page(request.args, caller).model_dump(mode="json"))
 
 
 def _owned(generation_id: str, caller: Principal) -> Generation:

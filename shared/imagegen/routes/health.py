@@ -3,9 +3,20 @@ from __future__ import annotations
 import flask
 from werkzeug.routing import Rule
 
+from imagegen.models.base import ResponseModel
+from imagegen.openapi import Operation
 from imagegen.web import json_response
 
 RULES = [Rule("/healthz", endpoint="health", methods=["GET"])]
+
+
+class Health(ResponseModel):
+    status: str
+
+
+OPERATIONS = [
+    Operation("GET", "/healthz", "Liveness check", "meta", auth="none", responses={200: Health})
+]
 
 
 def health(_: flask.Request) -> flask.Response:

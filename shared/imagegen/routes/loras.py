@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import flask
 import pydantic
@@ -19,7 +19,8 @@ from werkzeug.routing import Rule
 from imagegen import blobs, context
 from imagegen.errors import NotFoundError
 from imagegen.loras import UPLOAD_PREFIX, Lora, check_url, fetchable_url, gcs_location
-from imagegen.models.base import ApiModel
+from imagegen.models.base import ApiModel, ResponseModel
+from imagegen.openapi import Operation
 from imagegen.registry import MODELS
 from imagegen.routes.common import admin, principal, valid_id
 from imagegen.settings import Settings, get_settings
@@ -67,28 +68,88 @@ class NewLora(ApiModel):
         return self
 
 
-def lora_view(lora: Lora, settings: Settings) -> dict[str, Any]:
+class LoraUploadView(ResponseModel):
+    url: str
+    method: str
+    headers: dict[str, str]
+    expires_in_seconds: int
+    max_bytes: int
+    file_size: int
+    how_to: str
+
+
+class LoraView(ResponseModel):
     """Seed 000's shape (`id, personId, url, firstName, lastName, trigger, model,
     modelVersion`) plus `signedUrl` (15 minutes), `defaultScale`, `status`, `createdAt`."""
+
+    id: str
+    person_id: str | int | None
+    url: str
+    signed_url: str | None
+    first_name: str | None
+    last_name: str | None
+    trigger: str | None
+    model: str
+    model_version: str | None
+    default_scale: float
+    status: str
+    created_at: datetime
+    upload: LoraUploadView | None = None
+
+
+class LoraList(ResponseModel):
+    loras: list[LoraView]
+
+
+OPERATIONS = [
+    Operation(
+        "GET",
+        LORAS_PATH,
+        "List LoRAs with 15-minute signed URLs",
+        "loras",
+        responses={200: LoraList},
+    ),
+    Operation(
+        "POST",
+        LORAS_PATH,
+        "Add a LoRA by URL, or get a signed upload URL for its file",
+        "loras",
+        auth="admin",
+        body=NewLora,
+        responses={201: LoraView},
+    ),
+    Operation("GET", f"{LORAS_PATH}/<lora_id>", "One LoRA", "loras", responses={200: LoraView}),
+    Operation(
+        "DELETE",
+        f"{LORAS_PATH}/<lora_id>",
+        "Remove a LoRA (and the file it uploaded)",
+        "loras",
+        auth="admin",
+        responses={204: None},
+    ),
+]
+
+
+def lora_view(lora: Lora, settings: Settings) -> LoraView:
     signed = None
     if lora.status == "ready":
         signed = fetchable_url(
             lora.url, settings.lora_bucket, context.url_signer(), settings.lora_url_ttl_seconds
         )
-    return {
-        "id": lora.id,
-        "personId": lora.person_id,
-        "url": lora.url,
-        "signedUrl": signed,
-        "firstName": lora.first_name,
-        "lastName": lora.last_name,
-        "trigger": lora.trigger,
-        "model": lora.model,
-        "modelVersion": lora.model_version,
-        "defaultScale": lora.default_scale,
-        "status": lora.status,
-        "createdAt": lora.created_at.isoformat().replace("+00:00", "Z"),
-    }
+    return LoraView(
+        id=lora.id,
+        person_id=lora.person_id,
+        url=lora.url,
+        signed_url=signed,
+        first_name=lora.first_name,
+        last_name=lora.last_name,
+        trigger=lora.trigger,
+        model=lora.model,
+        model_version=lora.model_version,
+        default_scale=lora.default_scale,
+        status=lora.status,
+        created_at=lora.created_at,
+    )
 
 
 def _get(lora_id: str) -> Lora:
@@ -114,12 +175,13 @@ def list_loras(request: flask.Request) -> flask.Response:
     principal(request)
     settings = get_settings()
     loras = [_refresh_upload(lora) for lora in context.loras().list()]
-    return json_response({"loras": [lora_view(lora, settings) for lora in loras]})
+    body = LoraList(loras=[lora_view(lora, settings) for lora in loras])
+    return json_response(body.model_dump(mode="json"))
 
 
 def get_lora(request: flask.Request, lora_id: str) -> flask.Response:
     principal(request)
-    return json_response(lora_view(_get(lora_id), get_settings()))
+    return json_response(lora_view(_get(lora_id), get_settings()).model_dump(mode="json"))
 
 
 def create_lora(request: flask.Request) -> flask.Response:
@@ -168,11 +230,11 @@ def create_lora(request: flask.Request) -> flask.Response:
     context.loras().create(lora)
     body = lora_view(lora, settings)
     if new.upload is not None:
-        body["upload"] = _upload_instructions(url, new.upload.file_size, settings)
-    return json_response(body, 201, {"Location": f"{LORAS_PATH}/{lora_id}"})
+        body.upload = _upload_instructions(url, new.upload.file_size, settings)
+    return json_response(body.model_dump(mode="json"), 201, {"Location": f"{LORAS_PATH}/{lora_id}"})
 
 
-def _upload_instructions(path: str, size: int, settings: Settings) -> dict[str, Any]:
+def _upload_instructions(path: str, size: int, settings: Settings) -> LoraUploadView:
     # The length range is signed into the URL: Cloud Storage refuses a larger upload.
     headers = {
         "x-goog-resumable": "start",
@@ -182,16 +244,16 @@ def _upload_instructions(path: str, size: int, settings: Settings) -> dict[str, 
     url = context.url_signer().sign(
         settings.lora_bucket, path, settings.lora_url_ttl_seconds, method="POST", headers=headers
     )
-    return {
-        "url": url,
-        "method": "POST",
-        "headers": headers,
-        "expiresInSeconds": settings.lora_url_ttl_seconds,
-        "maxBytes": settings.lora_max_bytes,
-        "fileSize": size,
-        "howTo": "POST to url with these headers to open a resumable session; PUT the file "
+    return LoraUploadView(
+        url=url,
+        method="POST",
+        headers=headers,
+        expires_in_seconds=settings.lora_url_ttl_seconds,
+        max_bytes=settings.lora_max_bytes,
+        file_size=size,
+        how_to="POST to url with these headers to open a resumable session; PUT the file "
         "to the session URI in the Location header of the answer.",
-    }
+    )
 
 
 def delete_lora(request: flask.Request, lora_id: str) -> flask.Response:
