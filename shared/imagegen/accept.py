@@ -23,7 +23,7 @@ from imagegen import clients, context
 from imagegen.auth import Principal
 from imagegen.errors import RetryableError, ValidationError
 from imagegen.idempotency import IdempotencyClaim, IdempotencyStore
-from imagegen.limits import Charge, Ledger, Limits, month_key
+from imagegen.limits import Charge, Ledger, Limits
 from imagegen.loras import resolve_for_generation
 from imagegen.models.records import ErrorInfo, Generation
 from imagegen.planning import plan_parts
@@ -97,9 +97,15 @@ def _admit_and_create(
             previous = idempotency.previous(transaction, claim, now)
             if previous is not None:
                 return Accepted(repo.get_many(previous, transaction), replayed=True)
-        state = ledger.read(transaction, principal.user_id, month_key(now))
+        state = ledger.read(transaction, principal.user_id, now)
         ledger.admit(
-            transaction, state, [Charge.of(g) for g in generations], limits_of(settings), now
+            transaction,
+            state,
+            [Charge.of(g) for g in generations],
+            limits_of(settings),
+            now,
+            # Operators are counted but not limited: they run the service.
+            enforce=not principal.is_admin,
         )
         for generation in generations:
             repo.create_in(transaction, generation)

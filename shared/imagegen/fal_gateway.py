@@ -41,7 +41,7 @@ def _cancel_refusal(exc: Any) -> str | None:
     return body.get("status") if isinstance(body, dict) else None
 
 
-def _describe(detail: Any) -> str:
+def describe_fal_detail(detail: Any) -> str:
     """fal's 422 detail is a list of {loc, msg, type}; make it one readable sentence."""
     if isinstance(detail, list):
         parts = []
@@ -83,7 +83,7 @@ class FalGateway:
                     f"fal.ai answered {status}", code="fal_unavailable", details={"status": status}
                 ) from None
             raise UpstreamRejectedError(
-                _describe(exc.message) or f"fal.ai refused the request ({status})",
+                describe_fal_detail(exc.message) or f"fal.ai refused the request ({status})",
                 code="fal_rejected",
                 details={"status": status, "detail": exc.message},
             ) from None
@@ -114,7 +114,7 @@ class FalGateway:
                     details={"status": status},
                 ) from None
             raise UpstreamRejectedError(
-                f"fal.ai refused to cancel ({status}): {_describe(exc.message)}"[:500],
+                f"fal.ai refused to cancel ({status}): {describe_fal_detail(exc.message)}"[:500],
                 code="fal_rejected",
                 details={"status": status},
             ) from None

@@ -16,6 +16,7 @@ from enum import StrEnum
 import pydantic
 
 from imagegen.errors import UpstreamRejectedError
+from imagegen.fal_gateway import describe_fal_detail
 from imagegen.image_fetch import ImageFetcher
 from imagegen.models.events import FalOutput, FalWebhook
 from imagegen.models.records import ErrorInfo, Generation, GenerationPart, PartStatus, StoredImage
@@ -115,6 +116,15 @@ def _discard_orphans(
     )
 
 
+def error_message(webhook: FalWebhook) -> str:
+    """fal's `error` is often generic ("Invalid status code: 422"); the reason, when there
+    is one, is in `payload.detail` in the shape of a 422 body."""
+    detail = (webhook.payload or {}).get("detail")
+    reason = describe_fal_detail(detail) if detail else ""
+    summary = webhook.error or "fal.ai reported an error"
+    return f"{summary}: {reason}" if reason and reason not in summary else summary
+
+
 def ingest(webhook: FalWebhook, ref: PartRef | None, c: Collaborators) -> Outcome:
     located = _locate(webhook, ref, c)
     generation = c.repo.get(located.generation_id) if located else None
@@ -132,8 +142,7 @@ def ingest(webhook: FalWebhook, ref: PartRef | None, c: Collaborators) -> Outcom
         return Outcome.DUPLICATE
 
     if webhook.status == "ERROR":
-        detail = webhook.error or "fal.ai reported an error"
-        return _fail(c, generation, "fal_error", detail[:1000])
+        return _fail(c, generation, "fal_error", error_message(webhook)[:1000])
     if webhook.payload_error:
         return _fail(c, generation, "fal_payload_error", webhook.payload_error[:1000])
     try:

@@ -1,13 +1,21 @@
 """Per-user admission: requests per hour, generations in flight, megapixels per month.
 
-All three live in Firestore and change only inside the transaction that creates the
-generations (admission) or ends one (release), so concurrent requests can never both
-squeeze past a limit. Seed 001's defaults: 50 requests an hour, 2 generations in flight.
+Admission happens in the Firestore transaction that creates the generations, and every
+admission of a user writes that user's `userLimits/{userId}` document, so one user's
+concurrent admissions are serialized and can never both squeeze past a limit. Ending a
+generation reads nothing from here: a hot per-user document that every completion had to
+read and write would make a user's parallel generations contend with each other (and
+production Firestore sustains about one write per second per document).
 
-- `userLimits/{userId}`: `recent` (start times within the last hour: a sliding window,
-  so Retry-After says exactly when a slot frees) and `in_flight`.
-- `usage/{userId}_{YYYY-MM}`: this month's generations, images, megapixels and estimated
-  cost. Failed and canceled generations are refunded: users pay for what they got.
+- requests per hour: `userLimits/{userId}.recent`, the start times within the last hour (a
+  sliding window, so Retry-After says exactly when a slot frees);
+- in flight: a count query over the user's unfinished generations, run inside the
+  admitting transaction (admissions are serialized by the document above);
+- per month: `usage/{userId}_{YYYY-MM}` counts generations, images, megapixels and the
+  estimated cost. A failed or canceled generation is refunded with blind atomic increments
+  in the transaction that ends it: users pay for what they got.
+
+Seed 001's defaults: 50 requests an hour, 2 generations in flight.
 """
 
 from __future__ import annotations
@@ -18,16 +26,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from imagegen.errors import RateLimitedError
-from imagegen.models.records import Generation, GenerationStatus
+from imagegen.models.records import TERMINAL_STATUSES, Generation, GenerationStatus
 
 USER_LIMITS = "userLimits"
 USAGE = "usage"
+GENERATIONS = "generations"
 WINDOW = timedelta(hours=1)
 # When no slot frees at a known time (in flight), how long a client should wait.
 IN_FLIGHT_RETRY_SECONDS = 5
 REFUNDED = frozenset({GenerationStatus.FAILED, GenerationStatus.CANCELED})
+UNFINISHED = [s.value for s in GenerationStatus if s not in TERMINAL_STATUSES]
 
 
 @dataclass(frozen=True)
@@ -42,7 +53,7 @@ class Charge:
     """What one generation counts for against the monthly quota."""
 
     images: int
-    megapixels: float
+    megapixels: float  # per image
     cost_usd: float
 
     @classmethod
@@ -63,11 +74,12 @@ def next_month_start(moment: datetime) -> datetime:
 
 @dataclass
 class LedgerState:
-    """The two documents a transaction read, kept so it can write them back."""
+    """What an admitting transaction read."""
 
     user_id: str
     month: str
-    limits: dict[str, Any]
+    recent: list[datetime]
+    in_flight: int
     usage: dict[str, Any]
 
 
@@ -81,20 +93,28 @@ class Ledger:
     def _usage_ref(self, user_id: str, month: str) -> firestore.DocumentReference:
         return self._db.collection(USAGE).document(f"{user_id}_{month}")
 
-    def read(self, transaction: firestore.Transaction, user_id: str, month: str) -> LedgerState:
-        refs = [self._limits_ref(user_id), self._usage_ref(user_id, month)]
-        snapshots = {s.reference.path: s for s in transaction.get_all(refs)}
-        limits, usage = (snapshots.get(r.path) for r in refs)
-        return LedgerState(
-            user_id,
-            month,
-            (limits.to_dict() if limits and limits.exists else None) or {},
-            (usage.to_dict() if usage and usage.exists else None) or {},
+    def unfinished_query(self, user_id: str):  # noqa: ANN201 - a firestore Query
+        """The user's unfinished generations (needs the index user_id + status)."""
+        return (
+            self._db.collection(GENERATIONS)
+            .where(filter=FieldFilter("user_id", "==", user_id))
+            .where(filter=FieldFilter("status", "in", UNFINISHED))
         )
 
-    def _write(self, transaction: firestore.Transaction, state: LedgerState) -> None:
-        transaction.set(self._limits_ref(state.user_id), state.limits)
-        transaction.set(self._usage_ref(state.user_id, state.month), state.usage)
+    def read(self, transaction: firestore.Transaction, user_id: str, now: datetime) -> LedgerState:
+        month = month_key(now)
+        limits_ref, usage_ref = self._limits_ref(user_id), self._usage_ref(user_id, month)
+        snapshots = {s.reference.path: s for s in transaction.get_all([limits_ref, usage_ref])}
+        limits, usage = snapshots.get(limits_ref.path), snapshots.get(usage_ref.path)
+        count = self.unfinished_query(user_id).count(alias="n").get(transaction=transaction)
+        recent = ((limits.to_dict() if limits and limits.exists else None) or {}).get("recent", [])
+        return LedgerState(
+            user_id=user_id,
+            month=month,
+            recent=sorted(t for t in recent if t > now - WINDOW),
+            in_flight=int(count[0][0].value),
+            usage=(usage.to_dict() if usage and usage.exists else None) or {},
+        )
 
     def admit(
         self,
@@ -107,94 +127,86 @@ class Ledger:
         enforce: bool = True,
     ) -> None:
         """Counts new generations in, or raises RateLimitedError and writes nothing."""
-        recent = sorted(t for t in state.limits.get("recent", []) if t > now - WINDOW)
-        count = len(charges)
         if enforce:
-            self._check(state, recent, charges, limits, now)
-        in_flight = int(state.limits.get("in_flight", 0))
-        state.limits = {"recent": recent + [now] * count, "in_flight": in_flight + count}
-        state.usage = _add_usage(state, charges, sign=1)
-        self._write(transaction, state)
+            _check(state, charges, limits, now)
+        transaction.set(
+            self._limits_ref(state.user_id),
+            {"recent": state.recent + [now] * len(charges), "updated_at": now},
+        )
+        usage = state.usage
+        transaction.set(
+            self._usage_ref(state.user_id, state.month),
+            {
+                "user_id": state.user_id,
+                "month": state.month,
+                "generations": int(usage.get("generations", 0)) + len(charges),
+                "images": int(usage.get("images", 0)) + sum(c.images for c in charges),
+                "megapixels": round(
+                    float(usage.get("megapixels", 0.0))
+                    + sum(c.megapixels * c.images for c in charges),
+                    6,
+                ),
+                "cost_usd": round(
+                    float(usage.get("cost_usd", 0.0)) + sum(c.cost_usd for c in charges), 6
+                ),
+            },
+        )
 
-    def _check(
-        self,
-        state: LedgerState,
-        recent: list[datetime],
-        charges: list[Charge],
-        limits: Limits,
-        now: datetime,
-    ) -> None:
-        count = len(charges)
-        if len(recent) + count > limits.requests_per_hour:
-            # The slot that lets `count` more in frees when the right old entry ages out.
-            index = len(recent) + count - limits.requests_per_hour - 1
-            frees_at = recent[index] + WINDOW if index < len(recent) else now + WINDOW
-            raise RateLimitedError(
-                f"At most {limits.requests_per_hour} generations per hour",
-                code="rate_limited",
-                retry_after=math.ceil((frees_at - now).total_seconds()),
-                details={"limit": limits.requests_per_hour, "window": "1h"},
-            )
-        in_flight = int(state.limits.get("in_flight", 0))
-        if in_flight + count > limits.max_in_flight:
-            raise RateLimitedError(
-                f"At most {limits.max_in_flight} generations may run at once",
-                code="too_many_in_flight",
-                retry_after=IN_FLIGHT_RETRY_SECONDS,
-                details={"limit": limits.max_in_flight, "inFlight": in_flight},
-            )
-        used = float(state.usage.get("megapixels", 0.0))
-        wanted = sum(c.megapixels * c.images for c in charges)
-        if used + wanted > limits.monthly_megapixels:
-            raise RateLimitedError(
-                f"Monthly quota of {limits.monthly_megapixels:g} megapixels reached",
-                code="quota_exceeded",
-                retry_after=math.ceil((next_month_start(now) - now).total_seconds()),
-                details={
-                    "limitMegapixels": limits.monthly_megapixels,
-                    "usedMegapixels": round(used, 3),
-                    "requestedMegapixels": round(wanted, 3),
-                },
-            )
-
-    def release(
-        self, transaction: firestore.Transaction, state: LedgerState, generation: Generation
-    ) -> None:
-        """A generation ended: its in-flight slot frees, and a failure is refunded."""
-        state.limits = {
-            **state.limits,
-            "in_flight": max(0, int(state.limits.get("in_flight", 0)) - 1),
-        }
-        if generation.status in REFUNDED:
-            state.usage = _add_usage(state, [Charge.of(generation)], sign=-1)
-        self._write(transaction, state)
+    def refund_if_due(self, transaction: firestore.Transaction, generation: Generation) -> None:
+        """Called in the transaction that ends `generation`: a failure is refunded. Blind
+        increments: nothing is read, so a user's generations never contend here."""
+        if generation.status not in REFUNDED:
+            return
+        charge = Charge.of(generation)
+        transaction.set(
+            self._usage_ref(generation.user_id, month_key(generation.created_at)),
+            {
+                "generations": firestore.Increment(-1),
+                "images": firestore.Increment(-charge.images),
+                "megapixels": firestore.Increment(-round(charge.megapixels * charge.images, 6)),
+                "cost_usd": firestore.Increment(-charge.cost_usd),
+            },
+            merge=True,
+        )
 
     def usage(self, user_id: str, month: str) -> dict[str, Any]:
         snapshot = self._usage_ref(user_id, month).get()
         return (snapshot.to_dict() if snapshot.exists else None) or {}
 
     def in_flight(self, user_id: str) -> int:
-        snapshot = self._limits_ref(user_id).get()
-        return int(((snapshot.to_dict() if snapshot.exists else None) or {}).get("in_flight", 0))
+        return int(self.unfinished_query(user_id).count(alias="n").get()[0][0].value)
 
 
-def _add_usage(state: LedgerState, charges: list[Charge], sign: int) -> dict[str, Any]:
-    usage = state.usage
-    return {
-        "user_id": state.user_id,
-        "month": state.month,
-        "generations": max(0, int(usage.get("generations", 0)) + sign * len(charges)),
-        "images": max(0, int(usage.get("images", 0)) + sign * sum(c.images for c in charges)),
-        "megapixels": max(
-            0.0,
-            round(
-                float(usage.get("megapixels", 0.0))
-                + sign * sum(c.megapixels * c.images for c in charges),
-                6,
-            ),
-        ),
-        "cost_usd": max(
-            0.0,
-            round(float(usage.get("cost_usd", 0.0)) + sign * sum(c.cost_usd for c in charges), 6),
-        ),
-    }
+def _check(state: LedgerState, charges: list[Charge], limits: Limits, now: datetime) -> None:
+    count = len(charges)
+    recent = state.recent
+    if len(recent) + count > limits.requests_per_hour:
+        # The slot that lets `count` more in frees when the right old entry ages out.
+        index = len(recent) + count - limits.requests_per_hour - 1
+        frees_at = recent[index] + WINDOW if index < len(recent) else now + WINDOW
+        raise RateLimitedError(
+            f"At most {limits.requests_per_hour} generations per hour",
+            code="rate_limited",
+            retry_after=math.ceil((frees_at - now).total_seconds()),
+            details={"limit": limits.requests_per_hour, "window": "1h"},
+        )
+    if state.in_flight + count > limits.max_in_flight:
+        raise RateLimitedError(
+            f"At most {limits.max_in_flight} generations may run at once",
+            code="too_many_in_flight",
+            retry_after=IN_FLIGHT_RETRY_SECONDS,
+            details={"limit": limits.max_in_flight, "inFlight": state.in_flight},
+        )
+    used = float(state.usage.get("megapixels", 0.0))
+    wanted = sum(c.megapixels * c.images for c in charges)
+    if used + wanted > limits.monthly_megapixels:
+        raise RateLimitedError(
+            f"Monthly quota of {limits.monthly_megapixels:g} megapixels reached",
+            code="quota_exceeded",
+            retry_after=math.ceil((next_month_start(now) - now).total_seconds()),
+            details={
+                "limitMegapixels": limits.monthly_megapixels,
+                "usedMegapixels": round(used, 3),
+                "requestedMegapixels": round(wanted, 3),
+            },
+        )

@@ -80,9 +80,7 @@ def _model_refs(operations: list[Operation]) -> tuple[dict[Any, Any], dict[str, 
     return refs, definitions.get("$defs", {})
 
 
-def _query_parameters(
-    model: type[BaseModel], schemas: dict[str, Any]
-) -> list[dict[str, Any]]:
+def _query_parameters(model: type[BaseModel], schemas: dict[str, Any]) -> list[dict[str, Any]]:
     """One parameter per field; the enums they refer to join the shared schemas."""
     schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
     schemas.update(schema.get("$defs", {}))

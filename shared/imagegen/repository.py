@@ -14,7 +14,7 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from imagegen.limits import Ledger, month_key
+from imagegen.limits import Ledger
 from imagegen.models.records import (
     ErrorInfo,
     Generation,
@@ -126,8 +126,8 @@ class GenerationRepository:
 
     def _update(self, generation_id: str, change) -> Generation | None:  # noqa: ANN001
         """Runs `change(generation, transaction) -> bool` in a transaction; writes only if
-        it changed. A generation that ends frees its user's in-flight slot (and is refunded
-        if it failed) in the same transaction, so the counters cannot drift."""
+        it changed. A generation that fails or is canceled is refunded in the same
+        transaction, so usage cannot drift."""
         ref = self._ref(generation_id)
 
         @firestore.transactional
@@ -137,19 +137,10 @@ class GenerationRepository:
                 return None
             generation = Generation.model_validate(snapshot.to_dict())
             was_terminal = generation.is_terminal
-            # Firestore transactions read before they write, so the ledger is read up
-            # front whenever this change could end the generation.
-            ledger_state = (
-                None
-                if was_terminal
-                else self._ledger.read(
-                    transaction, generation.user_id, month_key(generation.created_at)
-                )
-            )
             if not change(generation, transaction):
                 return None
-            if ledger_state is not None and generation.is_terminal:
-                self._ledger.release(transaction, ledger_state, generation)
+            if not was_terminal and generation.is_terminal:
+                self._ledger.refund_if_due(transaction, generation)
             transaction.set(ref, _document(generation))
             return generation
 

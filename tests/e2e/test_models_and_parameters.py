@@ -150,7 +150,11 @@ def test_models_needs_an_api_key(api: Api) -> None:
     [
         ({"model": "flux-schnell", "guidanceScale": 3}, "guidanceScale", "flux-schnell"),
         ({"model": "flux-pro", "steps": 20}, "steps", "flux-pro"),
-        ({"model": "flux-kontext", "imageUrl": "https://x.test/a.png", "steps": 4}, "steps", "flux-kontext"),
+        (
+            {"model": "flux-kontext", "imageUrl": "https://x.test/a.png", "steps": 4},
+            "steps",
+            "flux-kontext",
+        ),
         ({"negative_prompt": "blurry"}, "negativePrompt", "flux-dev"),
         ({"model": "flux-schnell", "cfg_scale": 7}, "cfgScale", "flux-schnell"),
         ({"sampler": "euler_a"}, "sampler", "flux-dev"),

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.e2e
 def _submitted_without_webhook(api: Api, fal_sim: httpx.Client, body: dict) -> tuple[str, dict]:
     """A generation fal has finished but whose webhook never came; returns (id, sim request)."""
     fal_sim.post("/_sim/config", json={"webhook": "none"})
-    generation_id = api.create(body).json()["id"]
+    created = api.create(body)
+    assert created.status_code == 202, created.text
+    generation_id = created.json()["id"]
     api.wait(generation_id, {"submitted"})
     request_id = record_request_id = None
     deadline = time.monotonic() + 30

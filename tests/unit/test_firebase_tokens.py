@@ -367,6 +367,7 @@ def test_max_age_parsing(header, seconds) -> None:
 
 def test_settings_default_the_firebase_project_to_the_gcp_project(monkeypatch) -> None:
     monkeypatch.delenv("FIREBASE_PROJECT_ID", raising=False)
+    monkeypatch.delenv("FIREBASE_CERTS_URL", raising=False)
     monkeypatch.setenv("GCP_PROJECT", "p1")
     assert Settings().firebase_project == "p1"
     monkeypatch.setenv("FIREBASE_PROJECT_ID", "p2")

@@ -21,6 +21,7 @@ from imagegen import context
 from imagegen.auth import issue_api_key
 from imagegen.errors import NotFoundError
 from imagegen.models.base import ApiModel, ResponseModel
+from imagegen.openapi import Operation
 from imagegen.repository import StoredApiKey
 from imagegen.routes.common import admin
 from imagegen.settings import get_settings
@@ -69,6 +70,40 @@ class ApiKeyView(ResponseModel):
     revoked_at: datetime | None
 
 
+class ApiKeyList(ResponseModel):
+    api_keys: list[ApiKeyView]
+
+
+OPERATIONS = [
+    Operation(
+        "POST",
+        API_KEYS_PATH,
+        "Issue an API key for a user (the key is shown in this answer only)",
+        "admin",
+        auth="admin",
+        body=CreateApiKeyRequest,
+        responses={201: CreatedApiKeyView},
+    ),
+    Operation(
+        "GET",
+        API_KEYS_PATH,
+        "A user's API keys, newest first, without the keys themselves",
+        "admin",
+        auth="admin",
+        query=ListApiKeysQuery,
+        responses={200: ApiKeyList},
+    ),
+    Operation(
+        "DELETE",
+        f"{API_KEYS_PATH}/<key_id>",
+        "Revoke an API key at once (revoking again is a 204 too)",
+        "admin",
+        auth="admin",
+        responses={204: None},
+    ),
+]
+
+
 def _validated(model: type[pydantic.BaseModel], data: bytes | dict[str, str]):  # noqa: ANN202
     try:
         if isinstance(data, bytes):
@@ -105,7 +140,7 @@ def create_api_key(request: flask.Request) -> flask.Response:
     )
 
 
-def _view(stored: StoredApiKey) -> dict:
+def _view(stored: StoredApiKey) -> ApiKeyView:
     record = stored.record
     return ApiKeyView(
         key_id=record.key_id,
@@ -114,7 +149,7 @@ def _view(stored: StoredApiKey) -> dict:
         revoked=record.revoked,
         created_at=stored.created_at,
         revoked_at=stored.revoked_at,
-    ).model_dump(mode="json")
+    )
 
 
 def list_api_keys(request: flask.Request) -> flask.Response:
@@ -127,7 +162,7 @@ def list_api_keys(request: flask.Request) -> flask.Response:
     raise_validation(repeated)
     query: ListApiKeysQuery = _validated(ListApiKeysQuery, dict(request.args.items()))
     keys = context.api_keys().list_for_user(query.user_id, MAX_LISTED)
-    return json_response({"apiKeys": [_view(k) for k in keys]})
+    return json_response(ApiKeyList(api_keys=[_view(k) for k in keys]).model_dump(mode="json"))
 
 
 def revoke_api_key(request: flask.Request, key_id: str) -> flask.Response:

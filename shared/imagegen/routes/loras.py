@@ -1,8 +1,8 @@
 """/v1/loras: LoRA metadata (seed 000) with signed URLs; admins add and remove LoRAs.
 
 An admin adds a LoRA either by URL (any of the three forms) or by upload: the answer then
-carries a signed *resumable* upload URL for a `.safetensors` file in LORA_BUCKET, and the
-LoRA becomes usable once its file is there (checked when a generation names it).
+carries a resumable upload session URL for a `.safetensors` file of the declared size in
+LORA_BUCKET (decision 0005), and the LoRA becomes usable once its file is there.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pydantic
 from pydantic import Field, StringConstraints, model_validator
 from werkzeug.routing import Rule
 
-from imagegen import blobs, context
+from imagegen import blobs, clients, context
 from imagegen.errors import NotFoundError
 from imagegen.loras import UPLOAD_PREFIX, Lora, check_url, fetchable_url, gcs_location
 from imagegen.models.base import ApiModel, ResponseModel
@@ -235,24 +235,23 @@ def create_lora(request: flask.Request) -> flask.Response:
 
 
 def _upload_instructions(path: str, size: int, settings: Settings) -> LoraUploadView:
-    # The length range is signed into the URL: Cloud Storage refuses a larger upload.
-    headers = {
-        "x-goog-resumable": "start",
-        "content-type": UPLOAD_CONTENT_TYPE,
-        "x-goog-content-length-range": f"0,{settings.lora_max_bytes}",
-    }
-    url = context.url_signer().sign(
-        settings.lora_bucket, path, settings.lora_url_ttl_seconds, method="POST", headers=headers
-    )
+    """A resumable upload session for exactly `size` bytes at `path`, opened by this service.
+
+    The session URI is the capability (Cloud Storage's own idiom for letting a client without
+    credentials upload one object): the client PUTs the file to it, in one request or in
+    chunks with Content-Range, for up to a week. Cloud Storage refuses any other length.
+    """
+    blob = clients.storage_client().bucket(settings.lora_bucket).blob(path)
+    session = blob.create_resumable_upload_session(content_type=UPLOAD_CONTENT_TYPE, size=size)
     return LoraUploadView(
-        url=url,
-        method="POST",
-        headers=headers,
-        expires_in_seconds=settings.lora_url_ttl_seconds,
+        url=session,
+        method="PUT",
+        headers={"Content-Type": UPLOAD_CONTENT_TYPE},
+        expires_in_seconds=7 * 24 * 3600,
         max_bytes=settings.lora_max_bytes,
         file_size=size,
-        how_to="POST to url with these headers to open a resumable session; PUT the file "
-        "to the session URI in the Location header of the answer.",
+        how_to="PUT the file to url with these headers (or in chunks with Content-Range); "
+        "the LoRA is usable once the upload completes.",
     )
 
 

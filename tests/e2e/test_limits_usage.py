@@ -1,0 +1,272 @@
+"""Per-user limits and GET /v1/usage through the running stack: generations in flight
+(also under concurrent requests), refunds for failed and canceled generations, and admins
+being counted but not limited."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import Api
+
+pytestmark = pytest.mark.e2e
+
+GENERATIONS = "/v1/images/generations"
+TERMINAL = {"completed", "failed", "canceled"}
+
+
+class User(Api):
+    def __init__(self, base_url: str, api_key: str, user_id: str) -> None:
+        super().__init__(base_url, api_key)
+        self.user_id = user_id
+        self.api_key = api_key
+
+    def usage(self) -> dict[str, Any]:
+        response = self.http.get("/v1/usage", headers=self.headers)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def cancel(self, generation_id: str) -> httpx.Response:
+        return self.http.post(f"{GENERATIONS}/{generation_id}/cancel", headers=self.headers)
+
+    def generate(self, body: dict[str, Any]) -> str:
+        accepted = self.create(body)
+        assert accepted.status_code == 202, accepted.text
+        return accepted.json()["id"]
+
+
+def make_user(stack, role: str = "user") -> User:
+    user_id = f"{role}-{uuid.uuid4()}"
+    return User(stack.env["API_URL"], stack.create_api_key(user_id, role), user_id)
+
+
+@pytest.fixture
+def user(stack) -> User:
+    """A fresh plain user, so every count is this test's own."""
+    return make_user(stack)
+
+
+@pytest.fixture
+def sim(fal_sim: httpx.Client) -> Iterator[httpx.Client]:
+    """The simulator, with its inference delay restored after the test."""
+    saved = fal_sim.get("/_sim/config").json()["inference_delay"]
+    try:
+        yield fal_sim
+    finally:
+        fal_sim.post("/_sim/config", json={"inference_delay": saved})
+
+
+def assert_in_flight_refusal(response: httpx.Response, in_flight: int = 2) -> None:
+    assert response.status_code == 429, response.text
+    assert int(response.headers["Retry-After"]) >= 1
+    error = response.json()["error"]
+    assert error["code"] == "too_many_in_flight"
+    assert error["details"] == {"limit": 2, "inFlight": in_flight}
+
+
+def wait_in_flight(user: User, expected: int, timeout: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        usage = user.usage()
+        if usage["inFlight"] == expected or time.monotonic() > deadline:
+            return usage
+        time.sleep(0.1)
+
+
+# -- in flight ------------------------------------------------------------------------------
+
+
+def test_third_concurrent_generation_is_429_until_one_ends(
+    user: User, sim: httpx.Client, stack
+) -> None:
+    sim.post("/_sim/config", json={"inference_delay": 30})
+    running = [user.generate({"prompt": f"long {i}", "imageSize": "square"}) for i in range(2)]
+    # Submitted: fal holds them (a request keeps the simulator config of its submit).
+    for generation_id in running:
+        user.wait(generation_id, {"submitted"})
+
+    third = user.create({"prompt": "one too many"})
+    assert_in_flight_refusal(third)
+    usage = user.usage()
+    assert (usage["inFlight"], usage["generations"]) == (2, 2)
+    # A batch counts every item: even one more is refused.
+    batch = user.http.post(
+        "/v1/images/batch", json={"requests": [{"prompt": "b"}]}, headers=user.headers
+    )
+    assert_in_flight_refusal(batch)
+    # Limits are per user: someone else is not held up.
+    other = make_user(stack)
+    other_id = other.generate({"prompt": "another user"})
+    assert other.cancel(other_id).status_code == 200
+
+    canceled = user.cancel(running[0])
+    sim.post("/_sim/config", json={"inference_delay": 0.2})
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] == "canceled"
+    usage = user.usage()
+    assert usage["inFlight"] == 1
+    assert usage["generations"] == 1  # the canceled one is refunded
+
+    replacement = user.generate({"prompt": "now there is room", "imageSize": "square"})
+    assert user.wait(replacement, TERMINAL)["status"] == "completed"
+    assert user.cancel(running[1]).status_code == 200
+    usage = wait_in_flight(user, 0)
+    assert (usage["inFlight"], usage["generations"], usage["images"]) == (0, 1, 1)
+
+
+def test_in_flight_slots_free_when_generations_complete(user: User) -> None:
+    first = [user.generate({"prompt": f"quick {i}", "imageSize": "square"}) for i in range(2)]
+    for generation_id in first:
+        assert user.wait(generation_id, TERMINAL)["status"] == "completed"
+    assert wait_in_flight(user, 0)["inFlight"] == 0
+    again = [user.generate({"prompt": f"again {i}", "imageSize": "square"}) for i in range(2)]
+    for generation_id in again:
+        assert user.wait(generation_id, TERMINAL)["status"] == "completed"
+    usage = wait_in_flight(user, 0)
+    assert (usage["generations"], usage["images"], usage["inFlight"]) == (4, 4, 0)
+
+
+RACE_TIMEOUT_SECONDS = 20
+
+
+def test_six_parallel_requests_admit_exactly_two(user: User, sim: httpx.Client) -> None:
+    """Six POSTs at once for one plain user: exactly two are admitted, four are told to
+    retry later (429), promptly, and the limit frees once the two have ended.
+
+    KNOWN FAILURE (product bug, fails in most runs): the admission transaction
+    (`accept._admit_and_create`) reads the user's two ledger documents (`userLimits/{user}`,
+    `usage/{user}_{month}`) and then writes both; concurrent admissions for one user (and
+    the dispatcher's/webhook's `_update` transactions, which read the same documents)
+    deadlock on the Firestore emulator's locks. Every attempt ends in `ABORTED:
+    Transaction lock timeout.` (~2 s each); after `max_attempts=20` the Firestore client
+    raises `ValueError("Failed to commit transaction in 20 attempts.")`, which
+    `web.dispatch` does not map, so after ~40 s the losers get 500 `internal` (no
+    Retry-After) instead of 429 (api.log: "unhandled error" ... "Failed to commit
+    transaction in 20 attempts."). At the least, exhausted transaction retries should be a
+    503 `unavailable` with Retry-After."""
+    sim.post("/_sim/config", json={"inference_delay": 1.5})
+
+    def post(index: int) -> tuple[int | str, str]:
+        with httpx.Client(base_url=user.http.base_url, timeout=RACE_TIMEOUT_SECONDS) as client:
+            body = {"prompt": f"race {index}", "imageSize": "square"}
+            try:
+                response = client.post(GENERATIONS, json=body, headers=user.headers)
+            except httpx.TimeoutException:
+                return "timeout", f"no answer within {RACE_TIMEOUT_SECONDS}s"
+            return response.status_code, response.text
+
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = list(pool.map(post, range(6)))
+    finally:
+        sim.post("/_sim/config", json={"inference_delay": 0.2})
+
+    statuses = sorted(str(status) for status, _ in answers)
+    assert statuses == ["202", "202", "429", "429", "429", "429"], answers
+    for _, text in (a for a in answers if a[0] == 429):
+        assert '"too_many_in_flight"' in text
+    accepted = [json.loads(text)["id"] for status, text in answers if status == 202]
+    usage = user.usage()
+    assert (usage["generations"], usage["inFlight"]) == (2, 2)
+
+    # Once they end, their slots are free again.
+    for generation_id in accepted:
+        assert user.wait(generation_id, TERMINAL)["status"] == "completed"
+    assert wait_in_flight(user, 0)["inFlight"] == 0
+    again = user.generate({"prompt": "after the race", "imageSize": "square"})
+    assert user.wait(again, TERMINAL)["status"] == "completed"
+    assert user.usage()["generations"] == 3
+
+
+def test_admins_are_counted_but_not_limited(stack, sim: httpx.Client) -> None:
+    """KNOWN FAILURE (product bug): `accept._admit_and_create` calls `Ledger.admit(...)`
+    without `enforce=not principal.is_admin`, so an admin's third concurrent generation
+    is refused with 429 too_many_in_flight, although GET /v1/usage reports
+    `"enforced": false` for admins. (The shared dev admin of the e2e suite is limited too.)"""
+    admin = make_user(stack, "admin")
+    sim.post("/_sim/config", json={"inference_delay": 30})
+    accepted: list[str] = []
+    try:
+        responses = [admin.create({"prompt": f"admin {i}"}) for i in range(3)]
+        accepted = [r.json()["id"] for r in responses if r.status_code == 202]
+        usage = admin.usage()
+        assert usage["limits"]["enforced"] is False
+        assert [r.status_code for r in responses] == [202, 202, 202], [r.text for r in responses]
+        assert (usage["inFlight"], usage["generations"]) == (3, 3)
+    finally:
+        for generation_id in accepted:
+            admin.cancel(generation_id)
+        sim.post("/_sim/config", json={"inference_delay": 0.2})
+
+
+# -- usage --------------------------------------------------------------------------------------
+
+
+def test_usage_counts_this_months_generations_images_megapixels_and_cost(user: User) -> None:
+    now = datetime.now(UTC)
+    empty = user.usage()
+    assert empty["userId"] == user.user_id
+    assert empty["month"] == now.strftime("%Y-%m")
+    assert empty["resetsAt"].endswith("-01T00:00:00Z")
+    assert empty["resetsAt"] > now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert (empty["generations"], empty["images"], empty["megapixels"]) == (0, 0, 0)
+    assert (empty["estimatedCostUsd"], empty["inFlight"]) == (0, 0)
+    assert empty["limits"] == {
+        "requestsPerHour": 50,
+        "maxInFlight": 2,
+        "monthlyMegapixels": 2000.0,
+        "remainingMegapixels": 2000.0,
+        "enforced": True,
+    }
+
+    # 2 x 512x512 with flux-dev ($0.025/MP) and 1 x 1024x1024 with flux-schnell ($0.003/MP).
+    ids = [
+        user.generate({"prompt": "two small", "numImages": 2, "imageSize": "square"}),
+        user.generate({"prompt": "one big", "model": "flux-schnell", "imageSize": "square_hd"}),
+    ]
+    assert [user.wait(i, TERMINAL)["status"] for i in ids] == ["completed", "completed"]
+    megapixels = 2 * 512 * 512 / 1e6 + 1024 * 1024 / 1e6
+    cost = 0.025 * 2 * 512 * 512 / 1e6 + 0.003 * 1024 * 1024 / 1e6
+    usage = wait_in_flight(user, 0)
+    assert (usage["generations"], usage["images"], usage["inFlight"]) == (2, 3, 0)
+    assert usage["megapixels"] == round(megapixels, 3)
+    assert usage["estimatedCostUsd"] == round(cost, 4)
+    assert usage["limits"]["remainingMegapixels"] == round(2000 - megapixels, 3)
+
+    # Refused requests count for nothing.
+    assert user.create({"prompt": "bad", "numImages": 6}).status_code == 422
+    assert user.usage()["generations"] == 2
+
+
+def test_a_failed_generation_is_refunded(user: User, fal_sim: httpx.Client) -> None:
+    kept = user.generate({"prompt": "kept", "imageSize": "square"})
+    assert user.wait(kept, TERMINAL)["status"] == "completed"
+    before = wait_in_flight(user, 0)
+
+    fal_sim.post("/_sim/config", json={"submit_errors": {"status": 422, "count": 1}})
+    failed = user.generate({"prompt": "rejected by fal", "numImages": 3, "imageSize": "square"})
+    during = user.usage()
+    record = user.wait(failed, TERMINAL)
+    assert record["status"] == "failed", record
+    assert record["error"]["code"] == "fal_rejected"
+
+    after = wait_in_flight(user, 0)
+    # While it ran it was charged (unless it had failed already); afterwards it is not.
+    assert during["generations"] in (1, 2)
+    for name in ("generations", "images", "megapixels", "estimatedCostUsd"):
+        assert after[name] == before[name], name
+    assert (after["generations"], after["images"]) == (1, 1)
+    assert after["inFlight"] == 0
+
+
+def test_usage_needs_an_api_key(api: Api) -> None:
+    response = api.http.get("/v1/usage")
+    assert response.status_code == 401
