@@ -122,12 +122,12 @@ class ResolvedLoras:
 
 def with_triggers(prompt: str, triggers: list[str]) -> str:
     """The prompt with every trigger word it lacks prepended, in the LoRAs' order."""
-    words = set(re.findall(r"[\w-]+", prompt.lower()))
-    missing = [
-        t
-        for t in dict.fromkeys(triggers)
-        if t and t.lower() not in words and t.lower() not in prompt.lower()
-    ]
+
+    def present(trigger: str) -> bool:
+        # A whole-word match: "art" is not present in "party".
+        return re.search(rf"(?<![\w-]){re.escape(trigger)}(?![\w-])", prompt, re.I) is not None
+
+    missing = [t for t in dict.fromkeys(triggers) if t and not present(t)]
     return ", ".join([*missing, prompt]) if missing else prompt
 
 
