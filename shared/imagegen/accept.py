@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from google.cloud import firestore
 
-from imagegen import clients, context
+from imagegen import clients, context, transactions
 from imagegen.auth import Principal
 from imagegen.errors import RetryableError, ValidationError
 from imagegen.idempotency import IdempotencyClaim, IdempotencyStore
@@ -91,8 +91,7 @@ def _admit_and_create(
     ledger = Ledger(db)
     idempotency = IdempotencyStore(db)
 
-    @firestore.transactional
-    def run(transaction: firestore.Transaction) -> Accepted:
+    def admit(transaction: firestore.Transaction) -> Accepted:
         if claim is not None:
             previous = idempotency.previous(transaction, claim, now)
             if previous is not None:
@@ -115,8 +114,10 @@ def _admit_and_create(
             idempotency.record(transaction, claim, [g.id for g in generations], now)
         return Accepted(generations)
 
-    # Many users' requests never contend; one user's concurrent requests do, by design.
-    return run(db.transaction(max_attempts=20))
+    # Different users never contend; one user's concurrent requests do, by design: every
+    # admission writes that user's rate-log document.
+    with transactions.serialized(f"admit:{principal.user_id}"):
+        return transactions.run(db, admit, attempts=20)
 
 
 def publish(settings: Settings, generations: list[Generation]) -> list[Generation]:

@@ -14,6 +14,7 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from imagegen import transactions
 from imagegen.limits import Ledger
 from imagegen.models.records import (
     ErrorInfo,
@@ -130,7 +131,6 @@ class GenerationRepository:
         transaction, so usage cannot drift."""
         ref = self._ref(generation_id)
 
-        @firestore.transactional
         def run(transaction: firestore.Transaction) -> Generation | None:
             snapshot = ref.get(transaction=transaction)
             if not snapshot.exists:
@@ -144,7 +144,7 @@ class GenerationRepository:
             transaction.set(ref, _document(generation))
             return generation
 
-        return run(self._db.transaction(max_attempts=10))
+        return transactions.run(self._db, run, attempts=10)
 
     def record_submission(
         self, generation_id: str, part_index: int, fal_request_id: str, now: datetime
@@ -269,7 +269,6 @@ class GenerationRepository:
         ref = self._ref(generation_id)
         tombstone = self._db.collection(DELETED_GENERATIONS).document(generation_id)
 
-        @firestore.transactional
         def run(transaction: firestore.Transaction) -> bool:
             snapshot = ref.get(transaction=transaction)
             if not snapshot.exists:
@@ -289,7 +288,7 @@ class GenerationRepository:
             )
             return True
 
-        return run(self._db.transaction(max_attempts=10))
+        return transactions.run(self._db, run, attempts=10)
 
     def deleted_by(self, generation_id: str) -> str | None:
         """The user who deleted this generation, while its tombstone lasts."""

@@ -184,12 +184,7 @@ def test_a_plain_users_batch_counts_every_item_against_the_in_flight_limit(user:
 
 
 def test_admin_batch_of_fifty_is_accepted(stack) -> None:
-    """Admins are counted, not limited, so a full batch of 50 goes through.
-
-    KNOWN FAILURE (product bug): `accept._admit_and_create` calls `Ledger.admit` without
-    `enforce=not principal.is_admin`, so admins get the plain-user limits: any batch of
-    more than 2 items is a 429 too_many_in_flight for an admin too (while GET /v1/usage
-    tells the same admin `"enforced": false`)."""
+    """Admins are counted, not limited, so a full batch of 50 goes through."""
     admin = make_user(stack, "admin")
     items = [{"prompt": f"admin item {i}", "imageSize": "square"} for i in range(50)]
     response = admin.batch(items)

@@ -134,63 +134,8 @@ def test_in_flight_slots_free_when_generations_complete(user: User) -> None:
     assert (usage["generations"], usage["images"], usage["inFlight"]) == (4, 4, 0)
 
 
-RACE_TIMEOUT_SECONDS = 20
-
-
-def test_six_parallel_requests_admit_exactly_two(user: User, sim: httpx.Client) -> None:
-    """Six POSTs at once for one plain user: exactly two are admitted, four are told to
-    retry later (429), promptly, and the limit frees once the two have ended.
-
-    KNOWN FAILURE (product bug, fails in most runs): the admission transaction
-    (`accept._admit_and_create`) reads the user's two ledger documents (`userLimits/{user}`,
-    `usage/{user}_{month}`) and then writes both; concurrent admissions for one user (and
-    the dispatcher's/webhook's `_update` transactions, which read the same documents)
-    deadlock on the Firestore emulator's locks. Every attempt ends in `ABORTED:
-    Transaction lock timeout.` (~2 s each); after `max_attempts=20` the Firestore client
-    raises `ValueError("Failed to commit transaction in 20 attempts.")`, which
-    `web.dispatch` does not map, so after ~40 s the losers get 500 `internal` (no
-    Retry-After) instead of 429 (api.log: "unhandled error" ... "Failed to commit
-    transaction in 20 attempts."). At the least, exhausted transaction retries should be a
-    503 `unavailable` with Retry-After."""
-    sim.post("/_sim/config", json={"inference_delay": 1.5})
-
-    def post(index: int) -> tuple[int | str, str]:
-        with httpx.Client(base_url=user.http.base_url, timeout=RACE_TIMEOUT_SECONDS) as client:
-            body = {"prompt": f"race {index}", "imageSize": "square"}
-            try:
-                response = client.post(GENERATIONS, json=body, headers=user.headers)
-            except httpx.TimeoutException:
-                return "timeout", f"no answer within {RACE_TIMEOUT_SECONDS}s"
-            return response.status_code, response.text
-
-    try:
-        with ThreadPoolExecutor(max_workers=6) as pool:
-            answers = list(pool.map(post, range(6)))
-    finally:
-        sim.post("/_sim/config", json={"inference_delay": 0.2})
-
-    statuses = sorted(str(status) for status, _ in answers)
-    assert statuses == ["202", "202", "429", "429", "429", "429"], answers
-    for _, text in (a for a in answers if a[0] == 429):
-        assert '"too_many_in_flight"' in text
-    accepted = [json.loads(text)["id"] for status, text in answers if status == 202]
-    usage = user.usage()
-    assert (usage["generations"], usage["inFlight"]) == (2, 2)
-
-    # Once they end, their slots are free again.
-    for generation_id in accepted:
-        assert user.wait(generation_id, TERMINAL)["status"] == "completed"
-    assert wait_in_flight(user, 0)["inFlight"] == 0
-    again = user.generate({"prompt": "after the race", "imageSize": "square"})
-    assert user.wait(again, TERMINAL)["status"] == "completed"
-    assert user.usage()["generations"] == 3
-
-
 def test_admins_are_counted_but_not_limited(stack, sim: httpx.Client) -> None:
-    """KNOWN FAILURE (product bug): `accept._admit_and_create` calls `Ledger.admit(...)`
-    without `enforce=not principal.is_admin`, so an admin's third concurrent generation
-    is refused with 429 too_many_in_flight, although GET /v1/usage reports
-    `"enforced": false` for admins. (The shared dev admin of the e2e suite is limited too.)"""
+    """GET /v1/usage tells an admin `"enforced": false`, and admission agrees."""
     admin = make_user(stack, "admin")
     sim.post("/_sim/config", json={"inference_delay": 30})
     accepted: list[str] = []
@@ -270,3 +215,76 @@ def test_a_failed_generation_is_refunded(user: User, fal_sim: httpx.Client) -> N
 def test_usage_needs_an_api_key(api: Api) -> None:
     response = api.http.get("/v1/usage")
     assert response.status_code == 401
+
+
+# Longer than the ~40 s the api spends retrying a contended transaction, so that a failing
+# run reports the api's real answers and leaves nothing running into later tests.
+RACE_TIMEOUT_SECONDS = 50
+
+
+def test_six_parallel_requests_admit_exactly_two_promptly(
+    user: User, sim: httpx.Client, stack
+) -> None:
+    """Six POSTs at once for one plain user: exactly two are admitted and four are told to
+    retry (429), promptly; another user is not held up meanwhile; and the limit frees once
+    the two have ended.
+
+    KNOWN FAILURE (product bug): every admission runs one Firestore transaction that reads
+    `userLimits/{user}` and `usage/{user}_{month}`, counts the user's unfinished generations
+    with a query, and writes both documents. Concurrent admissions for one user all hold
+    read locks and then need write locks, so on the Firestore emulator the attempts end in
+    `ABORTED: Transaction lock timeout.` (~2 s each) and collide again on retry. After
+    `max_attempts=20` (~40 s) the client raises `ValueError("Failed to commit transaction in
+    20 attempts.")`, which `web.dispatch` does not map: the losers get 500 `internal` after
+    ~40 s (no Retry-After) instead of a prompt 429; in some runs all six do and nothing is
+    admitted, and in some runs another user's single POST waits the same ~40 s. api.log
+    shows one `"unhandled error"` per loser, ending in `ValueError: Failed to commit
+    transaction in 20 attempts.`, caused by `google.api_core.exceptions.Aborted: 409
+    Transaction lock timeout.` Two or three parallel POSTs do get through, but only after
+    4-6 s of lock timeouts."""
+    sim.post("/_sim/config", json={"inference_delay": 30})
+    other = make_user(stack)
+
+    def post(client_user: User, index: int) -> tuple[int | str, float, str]:
+        started = time.monotonic()
+        with httpx.Client(base_url=client_user.http.base_url, timeout=RACE_TIMEOUT_SECONDS) as c:
+            body = {"prompt": f"race {index}", "imageSize": "square"}
+            try:
+                response = c.post(GENERATIONS, json=body, headers=client_user.headers)
+            except httpx.TimeoutException:
+                return "timeout", time.monotonic() - started, ""
+            return response.status_code, time.monotonic() - started, response.text
+
+    answers: list[tuple[int | str, float, str]] = []
+    bystander: tuple[int | str, float, str] = ("not sent", 0.0, "")
+    try:
+        with ThreadPoolExecutor(max_workers=7) as pool:
+            burst = [pool.submit(post, user, i) for i in range(6)]
+            time.sleep(0.3)
+            bystander = pool.submit(post, other, 99).result()
+            answers = [future.result() for future in burst]
+        # One assertion, so a failure shows every symptom at once.
+        summary = {
+            "statuses": sorted(str(status) for status, _, _ in answers),
+            "slowest answer under 10 s": max(seconds for _, seconds, _ in answers) < 10,
+            "other user": (bystander[0], bystander[1] < 10),
+        }
+        assert summary == {
+            "statuses": ["202", "202", "429", "429", "429", "429"],
+            "slowest answer under 10 s": True,
+            "other user": (202, True),
+        }, [(s, round(t, 1), text[:100]) for s, t, text in [*answers, bystander]]
+        for _, _, text in (a for a in answers if a[0] == 429):
+            assert json.loads(text)["error"]["code"] == "too_many_in_flight"
+        usage = user.usage()
+        assert (usage["generations"], usage["inFlight"]) == (2, 2)
+    finally:
+        for owner, (status, _, text) in [(user, a) for a in answers] + [(other, bystander)]:
+            if status == 202:
+                owner.cancel(json.loads(text)["id"])
+        sim.post("/_sim/config", json={"inference_delay": 0.2})
+
+    # Canceled, their slots are free again.
+    assert wait_in_flight(user, 0)["inFlight"] == 0
+    again = user.generate({"prompt": "after the race", "imageSize": "square"})
+    assert user.wait(again, TERMINAL)["status"] == "completed"

@@ -238,29 +238,37 @@ def test_delete_removes_the_lora_and_only_files_it_uploaded(
 # -- upload ------------------------------------------------------------------------------
 
 
-def test_upload_answer_carries_a_signed_resumable_upload_url(
-    admin: User, user: User, stack_env: dict[str, str]
-) -> None:
+def _start_upload(admin: User, name: str, size: int = len(WEIGHTS)) -> dict[str, Any]:
     response = admin.add_lora(
         {
-            "firstName": "Grace",
-            "trigger": "gracelora",
-            "upload": {"fileName": "grace.safetensors", "fileSize": len(WEIGHTS)},
+            "firstName": name,
+            "trigger": f"{name.lower()}lora",
+            "upload": {"fileName": f"{name.lower()}.safetensors", "fileSize": size},
         }
     )
     assert response.status_code == 201, response.text
-    lora = response.json()
+    return response.json()
+
+
+def test_upload_answer_carries_a_resumable_upload_session(
+    admin: User, user: User, stack_env: dict[str, str]
+) -> None:
+    lora = _start_upload(admin, "Grace")
     assert lora["status"] == "pending_upload"
     assert lora["signedUrl"] is None
     assert lora["url"] == f"loras/{lora['id']}.safetensors"
     upload = lora["upload"]
-    assert upload["method"] == "POST"
-    assert upload["headers"]["x-goog-resumable"] == "start"
+    assert upload["method"] == "PUT"
     assert upload["fileSize"] == len(WEIGHTS)
-    assert upload["expiresInSeconds"] == 900
-    assert_signed(upload["url"], stack_env["LORA_BUCKET"], lora["url"])
-    signed_headers = parse_qs(urlsplit(upload["url"]).query)["X-Goog-SignedHeaders"][0]
-    assert "x-goog-resumable" in signed_headers.split(";")
+    assert upload["expiresInSeconds"] > 0
+    assert upload["maxBytes"] >= len(WEIGHTS)
+    # A session for this object in the LoRA bucket (the session URI is the capability).
+    session = urlsplit(upload["url"])
+    query = parse_qs(session.query)
+    assert query["uploadType"] == ["resumable"]
+    assert query["upload_id"][0]
+    assert f"/b/{stack_env['LORA_BUCKET']}/o" in session.path
+    assert admin.lora(lora["id"]).json()["upload"] is None  # shown once, on creation
 
     # Not usable until its file is there.
     refused = user.create({"prompt": "x", "model": "flux-lora", "loras": [{"id": lora["id"]}]})
@@ -280,44 +288,57 @@ def test_pending_upload_becomes_ready_once_its_object_exists(admin: User, lora_b
     assert httpx.get(ready["signedUrl"]).content == WEIGHTS
 
 
-def test_signed_resumable_upload_works_against_the_storage_emulator(
-    admin: User, user: User, fal_sim: httpx.Client, lora_bucket
+def test_uploaded_lora_is_ready_and_fal_downloads_it(
+    admin: User, user: User, fal_sim: httpx.Client, lora_bucket, stack_env: dict[str, str]
 ) -> None:
-    """The documented flow, step by step: POST the signed URL with the returned headers
-    to open a session, PUT the bytes to the session URI in Location, and the LoRA is
-    ready and usable.
-
-    KNOWN FAILURE (product bug, local stack): the stack's Cloud Storage stand-in
-    (gcp-storage-emulator) has no POST route on the XML path `/{bucket}/{object}` that
-    signed URLs address, so opening the resumable session answers 501 and an admin cannot
-    upload a LoRA locally at all. The API hands out an upload URL the local stack cannot
-    serve."""
-    lora = admin.add_lora(
-        {
-            "firstName": "Upload",
-            "trigger": "uploadlora",
-            "upload": {"fileName": "up.safetensors", "fileSize": len(WEIGHTS)},
-        }
-    ).json()
+    """The documented flow against the storage emulator: PUT the file to the session URL
+    with the returned headers; the LoRA is then ready, and a generation naming it runs
+    with the uploaded bytes."""
+    lora = _start_upload(admin, "Upload")
     upload = lora["upload"]
-    session = httpx.post(upload["url"], headers=upload["headers"], content=b"")
-    assert session.status_code in (200, 201), (
-        f"opening the resumable session answered {session.status_code}: {session.text!r}"
-    )
-    location = session.headers["Location"]
-    put = httpx.put(location, content=WEIGHTS)
+    put = httpx.request(upload["method"], upload["url"], headers=upload["headers"], content=WEIGHTS)
     assert put.status_code in (200, 201), put.text
     assert lora_bucket.blob(lora["url"]).download_as_bytes() == WEIGHTS
 
     ready = admin.lora(lora["id"]).json()
     assert ready["status"] == "ready"
+    assert_signed(ready["signedUrl"], stack_env["LORA_BUCKET"], lora["url"])
     assert httpx.get(ready["signedUrl"]).content == WEIGHTS
+    listed = user.http.get(LORAS, headers=user.headers).json()["loras"]
+    assert [entry["status"] for entry in listed if entry["id"] == lora["id"]] == ["ready"]
+
     generation = user.create(
         {"prompt": "a portrait", "model": "flux-lora", "loras": [{"id": lora["id"]}]}
     )
     assert generation.status_code == 202, generation.text
     record = user.wait(generation.json()["id"], TERMINAL)
     assert record["status"] == "completed", record
+    assert record["effectivePrompt"] == "uploadlora, a portrait"
+    [request] = fal_requests(fal_sim, record["id"])
+    assert_signed(request["arguments"]["loras"][0]["path"], stack_env["LORA_BUCKET"], lora["url"])
+    assert [(f["status"], f["bytes"]) for f in request["input_fetches"]] == [(200, len(WEIGHTS))]
+
+
+def test_upload_in_chunks_with_content_range(admin: User, lora_bucket) -> None:
+    lora = _start_upload(admin, "Chunked")
+    upload = lora["upload"]
+    half = len(WEIGHTS) // 2
+    headers = dict(upload["headers"])
+    first = httpx.put(
+        upload["url"],
+        headers={**headers, "Content-Range": f"bytes 0-{half - 1}/{len(WEIGHTS)}"},
+        content=WEIGHTS[:half],
+    )
+    assert first.status_code == 308, first.text  # "resume incomplete"
+    assert admin.lora(lora["id"]).json()["status"] == "pending_upload"
+    rest = httpx.put(
+        upload["url"],
+        headers={**headers, "Content-Range": f"bytes {half}-{len(WEIGHTS) - 1}/{len(WEIGHTS)}"},
+        content=WEIGHTS[half:],
+    )
+    assert rest.status_code in (200, 201), rest.text
+    assert lora_bucket.blob(lora["url"]).download_as_bytes() == WEIGHTS
+    assert admin.lora(lora["id"]).json()["status"] == "ready"
 
 
 # -- generations naming LoRAs ---------------------------------------------------------------
