@@ -260,6 +260,7 @@ class LocalStack:
     def create_api_key(self, user_id: str, role: str = "user") -> str:
         """Issues a key straight into the emulator (as POST /v1/admin/apiKeys does)."""
         from google.cloud import firestore
+
         from imagegen.auth import issue_api_key
         from imagegen.repository import ApiKeyRepository
 

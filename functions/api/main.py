@@ -1,6 +1,7 @@
 """Cloud Function `api`: the public HTTPS API."""
 
 import functions_framework
+
 from imagegen import api as api_router
 from imagegen.logging_setup import configure_logging
 

@@ -4,6 +4,7 @@ Raising makes Eventarc redeliver (retry is on); returning acknowledges the messa
 """
 
 import functions_framework
+
 from imagegen import dispatcher_event
 from imagegen.logging_setup import configure_logging
 

@@ -6,9 +6,9 @@ import io
 
 import httpx
 import pytest
-from imagegen import clients
 from PIL import Image
 
+from imagegen import clients
 from tests.support import Api
 
 pytestmark = pytest.mark.e2e

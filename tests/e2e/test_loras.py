@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from imagegen import clients
 
+from imagegen import clients
 from tests.support import Api
 
 pytestmark = pytest.mark.e2e

@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from imagegen import clients
 from PIL import Image
 
+from imagegen import clients
 from tests.support import Api
 from tests.support import sim as sim_client
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from imagegen import clients
 
+from imagegen import clients
 from infra.falsim.signing import load_private_key, sign_webhook
 from tests.support import Api
 

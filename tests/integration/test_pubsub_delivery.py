@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+
 from imagegen import context
 from imagegen.accept import build_generation, publish_generation
 from imagegen.auth import Principal

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+
 from imagegen import context
 from imagegen.accept import build_generation
 from imagegen.auth import Principal, authenticate, issue_api_key

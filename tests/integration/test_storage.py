@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+
 from imagegen import clients, context
 
 pytestmark = pytest.mark.integration

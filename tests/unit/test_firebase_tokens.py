@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from imagegen.auth import Principal, authenticate, hash_key
 from imagegen.errors import AuthenticationError
 from imagegen.firebase_auth import (
@@ -28,7 +29,6 @@ from imagegen.firebase_auth import (
 )
 from imagegen.repository import ApiKeyRecord
 from imagegen.settings import Settings
-
 from infra.identity import certs_document, ensure_identity, mint_token
 
 PROJECT = "proj-test"

@@ -14,6 +14,7 @@ import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 from functions_framework import create_app
+
 from imagegen import clients, context
 from imagegen.settings import get_settings
 

@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from werkzeug.datastructures import MultiDict
+
 from imagegen.errors import ValidationError
 from imagegen.history import (
     MAX_OFFSET,
@@ -17,7 +19,6 @@ from imagegen.history import (
 )
 from imagegen.models.records import GenerationStatus
 from imagegen.repository import HistoryPage, HistoryPosition
-from werkzeug.datastructures import MultiDict
 
 
 def _parse(**params: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from imagegen.loras import GcsLocation, check_url, fetchable_url, gcs_location, with_triggers
 
 

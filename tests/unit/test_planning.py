@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from imagegen.models.records import Generation, GenerationPart, LoraUse
 from imagegen.planning import fal_arguments, plan_parts
 from imagegen.registry import MODELS, Kind, ModelSpec, Parameter, SizeMode

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from imagegen.errors import RateLimitedError
 from imagegen.limits import Charge, LedgerState, Limits, _check, month_key, next_month_start
 

@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from pydantic.alias_generators import to_camel
+
 from imagegen.registry import (
     DEFAULT_MODEL,
     MAX_LORAS,
@@ -17,7 +19,6 @@ from imagegen.registry import (
     SizeMode,
     get_model,
 )
-from pydantic.alias_generators import to_camel
 
 # model id -> (fal app, price per MP, price per image), from the issue.
 ISSUE_MODELS: dict[str, tuple[str, float | None, float | None]] = {

@@ -6,13 +6,14 @@ import json
 from typing import Any
 
 import pytest
+from pydantic.alias_generators import to_camel
+
 from imagegen.errors import BadRequestError, ValidationError
 from imagegen.models.requests import LoraChoice
 from imagegen.registry import ASPECT_RATIOS, MODELS, Kind
 from imagegen.settings import get_settings
 from imagegen.sizes import size_for_aspect_ratio
 from imagegen.validation import MODEL_PARAMETERS, ValidatedGeneration, parse_generation_request
-from pydantic.alias_generators import to_camel
 
 PROMPT = "a lighthouse at dusk"
 IMAGE_URL = "https://example.com/input.png"

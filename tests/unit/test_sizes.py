@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from imagegen.registry import ASPECT_RATIOS, DEFAULT_IMAGE_SIZE, IMAGE_SIZE_PRESETS
 from imagegen.sizes import (
     SIZE_STEP,

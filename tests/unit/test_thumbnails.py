@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 
 import pytest
+from PIL import Image
+
 from imagegen.errors import UpstreamRejectedError
 from imagegen.thumbnails import THUMBNAIL_CONTENT_TYPE, THUMBNAIL_MAX_SIDE, make_thumbnail
-from PIL import Image
 
 
 def _encoded(size: tuple[int, int], fmt: str = "JPEG", mode: str = "RGB") -> bytes:

@@ -9,6 +9,7 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from imagegen.errors import AuthenticationError, RetryableError
 from imagegen.webhook_signature import (
     FalWebhookVerifier,

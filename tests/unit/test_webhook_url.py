@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
+
 from imagegen import webhook_url
 from imagegen.webhook_url import PartRef
 
