@@ -11,7 +11,7 @@ import pytest
 
 from infra.identity import mint_token
 from infra.stack import PROJECT, LocalStack
-from tests.support import Api
+from tests.support import Api, assert_error
 
 pytestmark = pytest.mark.e2e
 KEYS_PATH = "/v1/admin/apiKeys"
@@ -24,16 +24,6 @@ def _unique(prefix: str) -> str:
 
 def _bearer(credential: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {credential}"}
-
-
-def _error(response: httpx.Response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert set(error) == {"code", "message", "details"} and error["message"]
-    if code is not None:
-        assert error["code"] == code, error
-    return error
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +57,7 @@ def test_firebase_user_creates_and_reads_its_own_generation(stack: LocalStack, h
 
     # Another Firebase user (a fresh token for another uid) cannot see it.
     stranger = _bearer(stack.mint_token(_unique("fb-other")))
-    _error(http.get(f"/v1/images/generations/{generation_id}", headers=stranger), 404)
+    assert_error(http.get(f"/v1/images/generations/{generation_id}", headers=stranger), 404)
 
 
 def test_forged_and_stale_tokens_are_refused(stack: LocalStack, http, tmp_path: Path) -> None:
@@ -75,20 +65,20 @@ def test_forged_and_stale_tokens_are_refused(stack: LocalStack, http, tmp_path: 
         return http.post("/v1/images/generations", json=PROMPT, headers=_bearer(token))
 
     forged = mint_token(tmp_path / "not-the-stacks-key", _unique("mallory"), project=PROJECT)
-    _error(status_of(forged), 401, "invalid_token")
+    assert_error(status_of(forged), 401, "invalid_token")
 
     header, claims, _ = stack.mint_token(_unique("u")).split(".")
     _, _, other_signature = stack.mint_token(_unique("u"), {"admin": True}).split(".")
-    _error(status_of(f"{header}.{claims}.{other_signature}"), 401, "invalid_token")
+    assert_error(status_of(f"{header}.{claims}.{other_signature}"), 401, "invalid_token")
 
-    _error(status_of(stack.mint_token(_unique("u"), expires_in=-600)), 401, "token_expired")
+    assert_error(status_of(stack.mint_token(_unique("u"), expires_in=-600)), 401, "token_expired")
     wrong_audience = stack.mint_token(_unique("u"), {"aud": "another-project"})
-    _error(status_of(wrong_audience), 401, "invalid_token")
+    assert_error(status_of(wrong_audience), 401, "invalid_token")
     wrong_issuer = stack.mint_token(
         _unique("u"), {"iss": "https://securetoken.google.com/another-project"}
     )
-    _error(status_of(wrong_issuer), 401, "invalid_token")
-    _error(status_of("not.a.jwt"), 401, "invalid_token")
+    assert_error(status_of(wrong_issuer), 401, "invalid_token")
+    assert_error(status_of("not.a.jwt"), 401, "invalid_token")
 
 
 def test_token_admin_claim_opens_the_admin_endpoints(stack: LocalStack, http) -> None:
@@ -99,7 +89,7 @@ def test_token_admin_claim_opens_the_admin_endpoints(stack: LocalStack, http) ->
     assert created.status_code == 201, created.text
 
     plain_token = stack.mint_token(_unique("fb-plain"))
-    _error(
+    assert_error(
         http.post(KEYS_PATH, json={"userId": "x"}, headers=_bearer(plain_token)), 403, "forbidden"
     )
 
@@ -132,8 +122,10 @@ def test_admin_issues_a_key_that_works_and_revokes_it(http, admin_headers) -> No
     revoked = http.delete(revoke_path, headers=admin_headers)
     assert revoked.status_code == 204 and revoked.content == b""
     # At once: no cache stands between revocation and authentication.
-    _error(http.post("/v1/images/generations", json=PROMPT, headers=new_key), 401)
-    _error(http.get(f"/v1/images/generations/{generation.json()['id']}", headers=new_key), 401)
+    assert_error(http.post("/v1/images/generations", json=PROMPT, headers=new_key), 401)
+    assert_error(
+        http.get(f"/v1/images/generations/{generation.json()['id']}", headers=new_key), 401
+    )
 
     assert http.delete(revoke_path, headers=admin_headers).status_code == 204  # idempotent
     listed = http.get(KEYS_PATH, params={"user_id": user_id}, headers=admin_headers)
@@ -157,21 +149,23 @@ def test_admin_can_issue_an_admin_key_in_snake_case(http, admin_headers) -> None
 
 
 def test_unknown_key_id_is_404(http, admin_headers) -> None:
-    _error(http.delete(f"{KEYS_PATH}/0123456789abcdef", headers=admin_headers), 404, "not_found")
-    _error(http.delete(f"{KEYS_PATH}/not%20an%20id", headers=admin_headers), 404, "not_found")
+    assert_error(
+        http.delete(f"{KEYS_PATH}/0123456789abcdef", headers=admin_headers), 404, "not_found"
+    )
+    assert_error(http.delete(f"{KEYS_PATH}/not%20an%20id", headers=admin_headers), 404, "not_found")
 
 
 def test_plain_user_gets_403_from_every_admin_endpoint(http, user_key) -> None:
     headers = _bearer(user_key)
-    _error(http.post(KEYS_PATH, json={"userId": "me", "role": "admin"}, headers=headers), 403)
-    _error(http.post(KEYS_PATH, content=b"{bad", headers=headers), 403)  # before the body
-    _error(http.get(KEYS_PATH, params={"userId": "me"}, headers=headers), 403)
-    _error(http.delete(f"{KEYS_PATH}/0123456789abcdef", headers=headers), 403)
+    assert_error(http.post(KEYS_PATH, json={"userId": "me", "role": "admin"}, headers=headers), 403)
+    assert_error(http.post(KEYS_PATH, content=b"{bad", headers=headers), 403)  # before the body
+    assert_error(http.get(KEYS_PATH, params={"userId": "me"}, headers=headers), 403)
+    assert_error(http.delete(f"{KEYS_PATH}/0123456789abcdef", headers=headers), 403)
 
 
 def test_admin_endpoints_need_credentials(http) -> None:
-    _error(http.post(KEYS_PATH, json={"userId": "x"}), 401, "missing_credentials")
-    _error(http.delete(f"{KEYS_PATH}/0123456789abcdef"), 401, "missing_credentials")
+    assert_error(http.post(KEYS_PATH, json={"userId": "x"}), 401, "missing_credentials")
+    assert_error(http.delete(f"{KEYS_PATH}/0123456789abcdef"), 401, "missing_credentials")
 
 
 @pytest.mark.parametrize(
@@ -186,16 +180,18 @@ def test_admin_endpoints_need_credentials(http) -> None:
     ],
 )
 def test_bad_bodies_are_422_naming_the_field(http, admin_headers, body, fields) -> None:
-    error = _error(http.post(KEYS_PATH, json=body, headers=admin_headers), 422, "validation_error")
+    error = assert_error(
+        http.post(KEYS_PATH, json=body, headers=admin_headers), 422, "validation_error"
+    )
     assert {d["field"] for d in error["details"]} == fields
 
 
 def test_malformed_body_and_missing_user_id_query(http, admin_headers) -> None:
     json_type = {"Content-Type": "application/json"}
-    _error(
+    assert_error(
         http.post(KEYS_PATH, content=b"{bad", headers={**admin_headers, **json_type}),
         400,
         "malformed_json",
     )
-    error = _error(http.get(KEYS_PATH, headers=admin_headers), 422)
+    error = assert_error(http.get(KEYS_PATH, headers=admin_headers), 422)
     assert [d["field"] for d in error["details"]] == ["userId"]

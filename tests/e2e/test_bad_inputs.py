@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
-from tests.support import Api
+from tests.support import Api, assert_error
 
 pytestmark = pytest.mark.e2e
 JSON = {"Content-Type": "application/json"}
-
-
-def _error(response: httpx.Response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert set(error) == {"code", "message", "details"}
-    assert error["message"]
-    if code:
-        assert error["code"] == code
-    return error
 
 
 @pytest.mark.parametrize(
@@ -42,20 +30,20 @@ def _error(response: httpx.Response, status: int, code: str | None = None) -> di
 )
 def test_bad_bodies(api: Api, raw: bytes, status: int, code: str) -> None:
     response = api.http.post("/v1/images/generations", content=raw, headers={**api.headers, **JSON})
-    _error(response, status, code)
+    assert_error(response, status, code)
 
 
 def test_validation_error_names_the_fields(api: Api) -> None:
     response = api.create({"prompt": "", "numImages": 0, "guidance_scale": 99})
-    error = _error(response, 422, "validation_error")
+    error = assert_error(response, 422, "validation_error")
     assert {d["field"] for d in error["details"]} == {"prompt", "numImages", "guidanceScale"}
     response = api.create({"prompt": "x", "guidance_scale": 99})
-    assert [d["field"] for d in _error(response, 422)["details"]] == ["guidanceScale"]
+    assert [d["field"] for d in assert_error(response, 422)["details"]] == ["guidanceScale"]
 
 
 def test_oversized_body_is_413(api: Api) -> None:
     body = b'{"prompt": "' + b"x" * 70_000 + b'"}'
-    _error(
+    assert_error(
         api.http.post("/v1/images/generations", content=body, headers={**api.headers, **JSON}),
         413,
         "payload_too_large",
@@ -68,7 +56,7 @@ def test_wrong_content_type_is_415(api: Api) -> None:
         content=b"prompt=x",
         headers={**api.headers, "Content-Type": "application/x-www-form-urlencoded"},
     )
-    _error(response, 415, "unsupported_media_type")
+    assert_error(response, 415, "unsupported_media_type")
 
 
 @pytest.mark.parametrize(
@@ -83,25 +71,25 @@ def test_wrong_content_type_is_415(api: Api) -> None:
 )
 def test_authentication_is_required(api: Api, authorization: str | None, code: str) -> None:
     headers = {"Authorization": authorization} if authorization else {}
-    _error(
+    assert_error(
         api.http.post("/v1/images/generations", json={"prompt": "x"}, headers=headers), 401, code
     )
-    _error(api.http.get("/v1/images/generations/abc", headers=headers), 401, code)
+    assert_error(api.http.get("/v1/images/generations/abc", headers=headers), 401, code)
 
 
 @pytest.mark.parametrize("generation_id", ["does-not-exist", "..", "a" * 129, "__x__", "-x", "%00"])
 def test_unknown_generation_is_404(api: Api, generation_id: str) -> None:
-    _error(api.http.get(f"/v1/images/generations/{generation_id}", headers=api.headers), 404)
+    assert_error(api.http.get(f"/v1/images/generations/{generation_id}", headers=api.headers), 404)
 
 
 def test_an_encoded_slash_is_not_an_id(api: Api) -> None:
-    _error(api.http.get("/v1/images/generations/%2F", headers=api.headers), 404)
+    assert_error(api.http.get("/v1/images/generations/%2F", headers=api.headers), 404)
 
 
 def test_unknown_route_and_method(api: Api) -> None:
-    _error(api.http.get("/v2/nothing", headers=api.headers), 404, "not_found")
+    assert_error(api.http.get("/v2/nothing", headers=api.headers), 404, "not_found")
     response = api.http.delete("/healthz")
-    _error(response, 405, "method_not_allowed")
+    assert_error(response, 405, "method_not_allowed")
     assert response.headers["Allow"]
 
 

@@ -5,88 +5,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import Api
+from tests.support import BATCH, GENERATIONS, TERMINAL, Api, MakeUser, SimConfig, sim_requests_for
 
 pytestmark = pytest.mark.e2e
-
-BATCH = "/v1/images/batch"
-GENERATIONS = "/v1/images/generations"
-TERMINAL = {"completed", "failed", "canceled"}
-
-
-class User(Api):
-    def __init__(self, base_url: str, api_key: str, user_id: str) -> None:
-        super().__init__(base_url, api_key)
-        self.user_id = user_id
-
-    def post(self, path: str, body: Any, **headers: str) -> httpx.Response:
-        return self.http.post(path, json=body, headers={**self.headers, **headers})
-
-    def batch(self, items: list[dict[str, Any]], **headers: str) -> httpx.Response:
-        return self.post(BATCH, {"requests": items}, **headers)
-
-    def get_batch(self, batch_id: str) -> httpx.Response:
-        return self.http.get(f"{BATCH}/{batch_id}", headers=self.headers)
-
-    def history_total(self) -> int:
-        response = self.http.get(GENERATIONS, headers=self.headers)
-        assert response.status_code == 200, response.text
-        return response.json()["total"]
-
-    def usage(self) -> dict[str, Any]:
-        response = self.http.get("/v1/usage", headers=self.headers)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-
-def make_user(stack, role: str = "user") -> User:
-    user_id = f"{role}-{uuid.uuid4()}"
-    return User(stack.env["API_URL"], stack.create_api_key(user_id, role), user_id)
-
-
-@pytest.fixture
-def user(stack) -> User:
-    return make_user(stack)
-
-
-@pytest.fixture
-def slow_fal(fal_sim: httpx.Client) -> Iterator[httpx.Client]:
-    """The simulator, with its inference delay restored after the test."""
-    saved = fal_sim.get("/_sim/config").json()["inference_delay"]
-    try:
-        yield fal_sim
-    finally:
-        fal_sim.post("/_sim/config", json={"inference_delay": saved})
-
-
-def fal_requests(fal_sim: httpx.Client, generation_id: str) -> list[dict]:
-    return [
-        r
-        for r in fal_sim.get("/_sim/requests").json()
-        if r.get("webhook_url") and f"gid={generation_id}&" in r["webhook_url"]
-    ]
-
-
-def wait_batch(user: User, batch_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = user.get_batch(batch_id).json()
-        if body["done"]:
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.2)
 
 
 # -- batches ---------------------------------------------------------------------------------
 
 
-def test_batch_creates_every_item_in_order_and_reports_statuses(user: User) -> None:
+def test_batch_creates_every_item_in_order_and_reports_statuses(user: Api) -> None:
     items = [
         {"prompt": "batch item zero", "imageSize": "square"},
         {"prompt": "batch item one", "model": "flux-schnell", "numImages": 2},
@@ -107,7 +39,7 @@ def test_batch_creates_every_item_in_order_and_reports_statuses(user: User) -> N
     assert [r["prompt"] for r in records] == ["batch item zero", "batch item one"]
     assert [r["model"] for r in records] == ["flux-dev", "flux-schnell"]
 
-    finished = wait_batch(user, batch_id)
+    finished = user.wait_batch(batch_id)
     assert finished["id"] == batch_id
     assert [g["id"] for g in finished["generations"]] == ids
     assert finished["counts"] == {"completed": 2}
@@ -116,7 +48,7 @@ def test_batch_creates_every_item_in_order_and_reports_statuses(user: User) -> N
     assert user.usage()["generations"] == 2
 
 
-def test_one_bad_item_rejects_the_whole_batch_and_creates_nothing(user: User) -> None:
+def test_one_bad_item_rejects_the_whole_batch_and_creates_nothing(user: Api) -> None:
     before = user.usage()
     items = [
         {"prompt": "fine"},
@@ -142,7 +74,7 @@ def test_one_bad_item_rejects_the_whole_batch_and_creates_nothing(user: User) ->
     assert after["generations"] == before["generations"]
 
 
-def test_an_unknown_lora_in_a_batch_is_named_by_index_and_creates_nothing(user: User) -> None:
+def test_an_unknown_lora_in_a_batch_is_named_by_index_and_creates_nothing(user: Api) -> None:
     response = user.batch(
         [
             {"prompt": "fine"},
@@ -167,14 +99,14 @@ def test_an_unknown_lora_in_a_batch_is_named_by_index_and_creates_nothing(user: 
     ],
     ids=["empty", "51-items", "not-a-list", "missing", "unknown-field"],
 )
-def test_malformed_batches_are_422(user: User, body: dict[str, Any]) -> None:
+def test_malformed_batches_are_422(user: Api, body: dict[str, Any]) -> None:
     response = user.post(BATCH, body)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["details"]
     assert user.history_total() == 0
 
 
-def test_a_plain_users_batch_counts_every_item_against_the_in_flight_limit(user: User) -> None:
+def test_a_plain_users_batch_counts_every_item_against_the_in_flight_limit(user: Api) -> None:
     """Admission is all or none: three items would be three generations in flight."""
     response = user.batch([{"prompt": f"item {i}"} for i in range(3)])
     assert response.status_code == 429, response.text
@@ -183,9 +115,9 @@ def test_a_plain_users_batch_counts_every_item_against_the_in_flight_limit(user:
     assert user.history_total() == 0
 
 
-def test_admin_batch_of_fifty_is_accepted(stack) -> None:
+def test_admin_batch_of_fifty_is_accepted(make_user: MakeUser) -> None:
     """Admins are counted, not limited, so a full batch of 50 goes through."""
-    admin = make_user(stack, "admin")
+    admin = make_user("admin")
     items = [{"prompt": f"admin item {i}", "imageSize": "square"} for i in range(50)]
     response = admin.batch(items)
     assert response.status_code == 202, response.text
@@ -193,23 +125,23 @@ def test_admin_batch_of_fifty_is_accepted(stack) -> None:
     assert body["total"] == 50
     ids = [g["id"] for g in body["generations"]]
     assert [admin.get(i).json()["prompt"] for i in ids] == [i["prompt"] for i in items]
-    assert wait_batch(admin, body["id"], timeout=120)["counts"] == {"completed": 50}
+    assert admin.wait_batch(body["id"], timeout=120)["counts"] == {"completed": 50}
 
 
-def test_another_users_batch_is_404(user: User, stack) -> None:
+def test_another_users_batch_is_404(user: Api, make_user: MakeUser) -> None:
     created = user.batch([{"prompt": "mine"}])
     assert created.status_code == 202, created.text
     batch_id = created.json()["id"]
-    other = make_user(stack)
+    other = make_user()
     response = other.get_batch(batch_id)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
     for missing in (str(uuid.uuid4()), "not-a-batch!"):
         assert user.get_batch(missing).status_code == 404
-    assert wait_batch(user, batch_id)["counts"] == {"completed": 1}
+    assert user.wait_batch(batch_id)["counts"] == {"completed": 1}
 
 
-def test_batch_idempotency_key_replays_the_same_batch(user: User) -> None:
+def test_batch_idempotency_key_replays_the_same_batch(user: Api) -> None:
     key = f"batch-{uuid.uuid4()}"
     items = [{"prompt": "replayed batch"}]
     first = user.batch(items, **{"Idempotency-Key": key})
@@ -220,14 +152,14 @@ def test_batch_idempotency_key_replays_the_same_batch(user: User) -> None:
     assert again.json()["id"] == first.json()["id"]
     assert again.json()["generations"][0]["id"] == first.json()["generations"][0]["id"]
     assert user.history_total() == 1
-    wait_batch(user, first.json()["id"])
+    user.wait_batch(first.json()["id"])
 
 
 # -- Idempotency-Key ---------------------------------------------------------------------------
 
 
 def test_a_repeated_idempotency_key_replays_without_a_second_fal_request(
-    user: User, fal_sim: httpx.Client
+    user: Api, fal_sim: httpx.Client
 ) -> None:
     key = f"key-{uuid.uuid4()}"
     body = {"prompt": "only once", "imageSize": "square", "seed": 5}
@@ -251,14 +183,14 @@ def test_a_repeated_idempotency_key_replays_without_a_second_fal_request(
     assert late.headers["Idempotent-Replayed"] == "true"
 
     time.sleep(1.0)  # a second dispatch, were there one, would have reached fal by now
-    requests = fal_requests(fal_sim, generation_id)
+    requests = sim_requests_for(fal_sim, generation_id)
     assert len(requests) == 1, [r["request_id"] for r in requests]
     assert user.history_total() == 1
     usage = user.usage()
     assert (usage["generations"], usage["images"], usage["inFlight"]) == (1, 1, 0)
 
 
-def test_same_key_with_a_different_body_is_409(user: User) -> None:
+def test_same_key_with_a_different_body_is_409(user: Api) -> None:
     key = f"key-{uuid.uuid4()}"
     first = user.post(GENERATIONS, {"prompt": "first body"}, **{"Idempotency-Key": key})
     assert first.status_code == 202, first.text
@@ -269,9 +201,9 @@ def test_same_key_with_a_different_body_is_409(user: User) -> None:
     user.wait(first.json()["id"], TERMINAL)
 
 
-def test_idempotency_keys_are_per_user(user: User, stack) -> None:
+def test_idempotency_keys_are_per_user(user: Api, make_user: MakeUser) -> None:
     key = f"shared-{uuid.uuid4()}"
-    other = make_user(stack)
+    other = make_user()
     mine = user.post(GENERATIONS, {"prompt": "same"}, **{"Idempotency-Key": key})
     theirs = other.post(GENERATIONS, {"prompt": "same"}, **{"Idempotency-Key": key})
     assert (mine.status_code, theirs.status_code) == (202, 202)
@@ -282,7 +214,7 @@ def test_idempotency_keys_are_per_user(user: User, stack) -> None:
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "tab\there"])
-def test_bad_idempotency_keys_are_400(user: User, key: str) -> None:
+def test_bad_idempotency_keys_are_400(user: Api, key: str) -> None:
     response = user.post(GENERATIONS, {"prompt": "x"}, **{"Idempotency-Key": key})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_idempotency_key"
@@ -292,7 +224,7 @@ def test_bad_idempotency_keys_are_400(user: User, key: str) -> None:
 # -- Prefer: wait=N ------------------------------------------------------------------------------
 
 
-def test_prefer_wait_answers_200_with_the_full_record_when_it_ends_in_time(user: User) -> None:
+def test_prefer_wait_answers_200_with_the_full_record_when_it_ends_in_time(user: Api) -> None:
     response = user.post(
         GENERATIONS, {"prompt": "sync", "numImages": 2, "imageSize": "square"}, Prefer="wait=20"
     )
@@ -308,9 +240,9 @@ def test_prefer_wait_answers_200_with_the_full_record_when_it_ends_in_time(user:
 
 
 def test_prefer_wait_answers_202_with_the_record_when_time_runs_out(
-    user: User, slow_fal: httpx.Client
+    user: Api, sim_config: SimConfig
 ) -> None:
-    slow_fal.post("/_sim/config", json={"inference_delay": 8})
+    sim_config.set(inference_delay=8)
     started = time.monotonic()
     response = user.post(GENERATIONS, {"prompt": "slow"}, Prefer="respond-async, wait=2")
     elapsed = time.monotonic() - started
@@ -322,11 +254,11 @@ def test_prefer_wait_answers_202_with_the_record_when_time_runs_out(
     assert record["prompt"] == "slow"
     assert record["images"] == []
     assert record["parameters"]["imageSize"] == "landscape_4_3"
-    canceled = user.http.post(f"{GENERATIONS}/{record['id']}/cancel", headers=user.headers)
+    canceled = user.cancel(record["id"])
     assert canceled.status_code == 200, canceled.text
 
 
-def test_prefer_wait_on_an_idempotent_replay_returns_the_finished_record(user: User) -> None:
+def test_prefer_wait_on_an_idempotent_replay_returns_the_finished_record(user: Api) -> None:
     key = f"key-{uuid.uuid4()}"
     first = user.post(GENERATIONS, {"prompt": "replay me"}, **{"Idempotency-Key": key})
     generation_id = first.json()["id"]
@@ -341,7 +273,7 @@ def test_prefer_wait_on_an_idempotent_replay_returns_the_finished_record(user: U
     assert replay.json()["status"] == "completed"
 
 
-def test_prefer_without_wait_is_the_plain_202(user: User) -> None:
+def test_prefer_without_wait_is_the_plain_202(user: Api) -> None:
     response = user.post(GENERATIONS, {"prompt": "async"}, Prefer="respond-async")
     assert response.status_code == 202, response.text
     assert "Preference-Applied" not in response.headers

@@ -8,8 +8,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from imagegen import clients
-from tests.support import Api
+from tests.support import Api, SimConfig
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +37,7 @@ pytestmark = pytest.mark.e2e
     ],
 )
 def test_generation_completes_with_images_in_storage(
-    api: Api, stack_env, body, size, content_type, fmt
+    api: Api, images_bucket, body, size, content_type, fmt
 ) -> None:
     accepted = api.create(body)
     assert accepted.status_code == 202, accepted.text
@@ -52,11 +51,10 @@ def test_generation_completes_with_images_in_storage(
     assert record["generationTime"] > 0
     assert record["completedAt"] >= record["createdAt"]
 
-    bucket = clients.storage_client().bucket(stack_env["IMAGES_BUCKET"])
     for index, image in enumerate(record["images"]):
-        assert image["path"].startswith(f"generations/dev-user/{created['id']}/{index}.")
+        assert image["path"].startswith(f"generations/{api.user_id}/{created['id']}/{index}.")
         assert (image["width"], image["height"], image["contentType"]) == (*size, content_type)
-        blob = bucket.get_blob(image["path"])
+        blob = images_bucket.get_blob(image["path"])
         assert blob is not None and blob.content_type == content_type
         assert blob.size == image["fileSize"]
         downloaded = httpx.get(image["url"])
@@ -68,16 +66,15 @@ def test_generation_completes_with_images_in_storage(
         assert record["parameters"]["seed"] == body["seed"]
 
 
-def test_other_users_cannot_see_a_generation(api: Api, stack) -> None:
+def test_other_users_cannot_see_a_generation(api: Api, user: Api) -> None:
     created = api.create({"prompt": "private"}).json()
-    other = Api(stack.env["API_URL"], stack.create_api_key("someone-else"))
-    response = other.get(created["id"])
+    response = user.get(created["id"])  # a fresh plain user, not the dev user who made it
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
 
 
-def test_fal_422_fails_the_generation_with_fals_reason(api: Api, fal_sim) -> None:
-    fal_sim.post("/_sim/config", json={"submit_errors": {"status": 422, "count": 1}})
+def test_fal_422_fails_the_generation_with_fals_reason(api: Api, sim_config: SimConfig) -> None:
+    sim_config.set(submit_errors={"status": 422, "count": 1})
     created = api.create({"prompt": "rejected by fal"}).json()
     record = api.wait(created["id"], {"completed", "failed"})
     assert record["status"] == "failed"
@@ -85,8 +82,8 @@ def test_fal_422_fails_the_generation_with_fals_reason(api: Api, fal_sim) -> Non
     assert record["error"]["message"]
 
 
-def test_transient_fal_errors_are_retried(api: Api, fal_sim) -> None:
-    fal_sim.post("/_sim/config", json={"submit_errors": {"status": 500, "count": 2}})
+def test_transient_fal_errors_are_retried(api: Api, sim_config: SimConfig) -> None:
+    sim_config.set(submit_errors={"status": 500, "count": 2})
     created = api.create({"prompt": "fal hiccups"}).json()
     record = api.wait(created["id"], {"completed", "failed"}, timeout=90)
     assert record["status"] == "completed", record

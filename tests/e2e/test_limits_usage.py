@@ -6,62 +6,15 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import Api
+from tests.support import GENERATIONS, TERMINAL, Api, MakeUser, SimConfig
 
 pytestmark = pytest.mark.e2e
-
-GENERATIONS = "/v1/images/generations"
-TERMINAL = {"completed", "failed", "canceled"}
-
-
-class User(Api):
-    def __init__(self, base_url: str, api_key: str, user_id: str) -> None:
-        super().__init__(base_url, api_key)
-        self.user_id = user_id
-        self.api_key = api_key
-
-    def usage(self) -> dict[str, Any]:
-        response = self.http.get("/v1/usage", headers=self.headers)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def cancel(self, generation_id: str) -> httpx.Response:
-        return self.http.post(f"{GENERATIONS}/{generation_id}/cancel", headers=self.headers)
-
-    def generate(self, body: dict[str, Any]) -> str:
-        accepted = self.create(body)
-        assert accepted.status_code == 202, accepted.text
-        return accepted.json()["id"]
-
-
-def make_user(stack, role: str = "user") -> User:
-    user_id = f"{role}-{uuid.uuid4()}"
-    return User(stack.env["API_URL"], stack.create_api_key(user_id, role), user_id)
-
-
-@pytest.fixture
-def user(stack) -> User:
-    """A fresh plain user, so every count is this test's own."""
-    return make_user(stack)
-
-
-@pytest.fixture
-def sim(fal_sim: httpx.Client) -> Iterator[httpx.Client]:
-    """The simulator, with its inference delay restored after the test."""
-    saved = fal_sim.get("/_sim/config").json()["inference_delay"]
-    try:
-        yield fal_sim
-    finally:
-        fal_sim.post("/_sim/config", json={"inference_delay": saved})
 
 
 def assert_in_flight_refusal(response: httpx.Response, in_flight: int = 2) -> None:
@@ -72,22 +25,13 @@ def assert_in_flight_refusal(response: httpx.Response, in_flight: int = 2) -> No
     assert error["details"] == {"limit": 2, "inFlight": in_flight}
 
 
-def wait_in_flight(user: User, expected: int, timeout: float = 10) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        usage = user.usage()
-        if usage["inFlight"] == expected or time.monotonic() > deadline:
-            return usage
-        time.sleep(0.1)
-
-
 # -- in flight ------------------------------------------------------------------------------
 
 
 def test_third_concurrent_generation_is_429_until_one_ends(
-    user: User, sim: httpx.Client, stack
+    user: Api, sim_config: SimConfig, make_user: MakeUser
 ) -> None:
-    sim.post("/_sim/config", json={"inference_delay": 30})
+    sim_config.set(inference_delay=30)
     running = [user.generate({"prompt": f"long {i}", "imageSize": "square"}) for i in range(2)]
     # Submitted: fal holds them (a request keeps the simulator config of its submit).
     for generation_id in running:
@@ -98,17 +42,15 @@ def test_third_concurrent_generation_is_429_until_one_ends(
     usage = user.usage()
     assert (usage["inFlight"], usage["generations"]) == (2, 2)
     # A batch counts every item: even one more is refused.
-    batch = user.http.post(
-        "/v1/images/batch", json={"requests": [{"prompt": "b"}]}, headers=user.headers
-    )
+    batch = user.batch([{"prompt": "b"}])
     assert_in_flight_refusal(batch)
     # Limits are per user: someone else is not held up.
-    other = make_user(stack)
+    other = make_user()
     other_id = other.generate({"prompt": "another user"})
     assert other.cancel(other_id).status_code == 200
 
     canceled = user.cancel(running[0])
-    sim.post("/_sim/config", json={"inference_delay": 0.2})
+    sim_config.restore()  # fal at normal speed again, for the replacement below
     assert canceled.status_code == 200, canceled.text
     assert canceled.json()["status"] == "canceled"
     usage = user.usage()
@@ -118,26 +60,26 @@ def test_third_concurrent_generation_is_429_until_one_ends(
     replacement = user.generate({"prompt": "now there is room", "imageSize": "square"})
     assert user.wait(replacement, TERMINAL)["status"] == "completed"
     assert user.cancel(running[1]).status_code == 200
-    usage = wait_in_flight(user, 0)
+    usage = user.wait_in_flight(0)
     assert (usage["inFlight"], usage["generations"], usage["images"]) == (0, 1, 1)
 
 
-def test_in_flight_slots_free_when_generations_complete(user: User) -> None:
+def test_in_flight_slots_free_when_generations_complete(user: Api) -> None:
     first = [user.generate({"prompt": f"quick {i}", "imageSize": "square"}) for i in range(2)]
     for generation_id in first:
         assert user.wait(generation_id, TERMINAL)["status"] == "completed"
-    assert wait_in_flight(user, 0)["inFlight"] == 0
+    assert user.wait_in_flight(0)["inFlight"] == 0
     again = [user.generate({"prompt": f"again {i}", "imageSize": "square"}) for i in range(2)]
     for generation_id in again:
         assert user.wait(generation_id, TERMINAL)["status"] == "completed"
-    usage = wait_in_flight(user, 0)
+    usage = user.wait_in_flight(0)
     assert (usage["generations"], usage["images"], usage["inFlight"]) == (4, 4, 0)
 
 
-def test_admins_are_counted_but_not_limited(stack, sim: httpx.Client) -> None:
+def test_admins_are_counted_but_not_limited(make_user: MakeUser, sim_config: SimConfig) -> None:
     """GET /v1/usage tells an admin `"enforced": false`, and admission agrees."""
-    admin = make_user(stack, "admin")
-    sim.post("/_sim/config", json={"inference_delay": 30})
+    admin = make_user("admin")
+    sim_config.set(inference_delay=30)
     accepted: list[str] = []
     try:
         responses = [admin.create({"prompt": f"admin {i}"}) for i in range(3)]
@@ -149,13 +91,13 @@ def test_admins_are_counted_but_not_limited(stack, sim: httpx.Client) -> None:
     finally:
         for generation_id in accepted:
             admin.cancel(generation_id)
-        sim.post("/_sim/config", json={"inference_delay": 0.2})
+        sim_config.restore()  # before anything else runs, not only at teardown
 
 
 # -- usage --------------------------------------------------------------------------------------
 
 
-def test_usage_counts_this_months_generations_images_megapixels_and_cost(user: User) -> None:
+def test_usage_counts_this_months_generations_images_megapixels_and_cost(user: Api) -> None:
     now = datetime.now(UTC)
     empty = user.usage()
     assert empty["userId"] == user.user_id
@@ -180,7 +122,7 @@ def test_usage_counts_this_months_generations_images_megapixels_and_cost(user: U
     assert [user.wait(i, TERMINAL)["status"] for i in ids] == ["completed", "completed"]
     megapixels = 2 * 512 * 512 / 1e6 + 1024 * 1024 / 1e6
     cost = 0.025 * 2 * 512 * 512 / 1e6 + 0.003 * 1024 * 1024 / 1e6
-    usage = wait_in_flight(user, 0)
+    usage = user.wait_in_flight(0)
     assert (usage["generations"], usage["images"], usage["inFlight"]) == (2, 3, 0)
     assert usage["megapixels"] == round(megapixels, 3)
     assert usage["estimatedCostUsd"] == round(cost, 4)
@@ -191,19 +133,19 @@ def test_usage_counts_this_months_generations_images_megapixels_and_cost(user: U
     assert user.usage()["generations"] == 2
 
 
-def test_a_failed_generation_is_refunded(user: User, fal_sim: httpx.Client) -> None:
+def test_a_failed_generation_is_refunded(user: Api, sim_config: SimConfig) -> None:
     kept = user.generate({"prompt": "kept", "imageSize": "square"})
     assert user.wait(kept, TERMINAL)["status"] == "completed"
-    before = wait_in_flight(user, 0)
+    before = user.wait_in_flight(0)
 
-    fal_sim.post("/_sim/config", json={"submit_errors": {"status": 422, "count": 1}})
+    sim_config.set(submit_errors={"status": 422, "count": 1})
     failed = user.generate({"prompt": "rejected by fal", "numImages": 3, "imageSize": "square"})
     during = user.usage()
     record = user.wait(failed, TERMINAL)
     assert record["status"] == "failed", record
     assert record["error"]["code"] == "fal_rejected"
 
-    after = wait_in_flight(user, 0)
+    after = user.wait_in_flight(0)
     # While it ran it was charged (unless it had failed already); afterwards it is not.
     assert during["generations"] in (1, 2)
     for name in ("generations", "images", "megapixels", "estimatedCostUsd"):
@@ -223,7 +165,7 @@ RACE_TIMEOUT_SECONDS = 50
 
 
 def test_six_parallel_requests_admit_exactly_two_promptly(
-    user: User, sim: httpx.Client, stack
+    user: Api, sim_config: SimConfig, make_user: MakeUser
 ) -> None:
     """Six POSTs at once for one plain user: exactly two are admitted and four are told to
     retry (429), promptly; another user is not held up meanwhile; and the limit frees once
@@ -242,10 +184,10 @@ def test_six_parallel_requests_admit_exactly_two_promptly(
     transaction in 20 attempts.`, caused by `google.api_core.exceptions.Aborted: 409
     Transaction lock timeout.` Two or three parallel POSTs do get through, but only after
     4-6 s of lock timeouts."""
-    sim.post("/_sim/config", json={"inference_delay": 30})
-    other = make_user(stack)
+    sim_config.set(inference_delay=30)
+    other = make_user()
 
-    def post(client_user: User, index: int) -> tuple[int | str, float, str]:
+    def post(client_user: Api, index: int) -> tuple[int | str, float, str]:
         started = time.monotonic()
         with httpx.Client(base_url=client_user.http.base_url, timeout=RACE_TIMEOUT_SECONDS) as c:
             body = {"prompt": f"race {index}", "imageSize": "square"}
@@ -282,9 +224,9 @@ def test_six_parallel_requests_admit_exactly_two_promptly(
         for owner, (status, _, text) in [(user, a) for a in answers] + [(other, bystander)]:
             if status == 202:
                 owner.cancel(json.loads(text)["id"])
-        sim.post("/_sim/config", json={"inference_delay": 0.2})
+        sim_config.restore()  # fal at normal speed again, for the generation below
 
     # Canceled, their slots are free again.
-    assert wait_in_flight(user, 0)["inFlight"] == 0
+    assert user.wait_in_flight(0)["inFlight"] == 0
     again = user.generate({"prompt": "after the race", "imageSize": "square"})
     assert user.wait(again, TERMINAL)["status"] == "completed"

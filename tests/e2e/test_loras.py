@@ -4,7 +4,6 @@ fresh 15-minute signed URL that the simulator really downloads."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -12,52 +11,16 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from imagegen import clients
-from tests.support import Api
+from tests.support import LORAS, TERMINAL, Api, MakeUser, wait_sim_requests_for
 
 pytestmark = pytest.mark.e2e
 
-LORAS = "/v1/loras"
-TERMINAL = {"completed", "failed", "canceled"}
 WEIGHTS = b"\x00safetensors-test-weights" * 100
 
 
-class User(Api):
-    def __init__(self, base_url: str, api_key: str, user_id: str) -> None:
-        super().__init__(base_url, api_key)
-        self.user_id = user_id
-
-    def add_lora(self, body: dict[str, Any]) -> httpx.Response:
-        return self.http.post(LORAS, json=body, headers=self.headers)
-
-    def lora(self, lora_id: str) -> httpx.Response:
-        return self.http.get(f"{LORAS}/{lora_id}", headers=self.headers)
-
-    def delete_lora(self, lora_id: str) -> httpx.Response:
-        return self.http.delete(f"{LORAS}/{lora_id}", headers=self.headers)
-
-    def history_total(self) -> int:
-        return self.http.get("/v1/images/generations", headers=self.headers).json()["total"]
-
-
-def make_user(stack, role: str = "user") -> User:
-    user_id = f"{role}-{uuid.uuid4()}"
-    return User(stack.env["API_URL"], stack.create_api_key(user_id, role), user_id)
-
-
 @pytest.fixture(scope="module")
-def admin(stack) -> User:
-    return make_user(stack, "admin")
-
-
-@pytest.fixture
-def user(stack) -> User:
-    return make_user(stack)
-
-
-@pytest.fixture(scope="module")
-def lora_bucket(stack_env: dict[str, str]):
-    return clients.storage_client().bucket(stack_env["LORA_BUCKET"])
+def admin(make_user: MakeUser) -> Api:
+    return make_user("admin")
 
 
 def put_weights(lora_bucket, name: str | None = None) -> str:
@@ -68,7 +31,7 @@ def put_weights(lora_bucket, name: str | None = None) -> str:
 
 
 @pytest.fixture(scope="module")
-def ada(admin: User, lora_bucket) -> dict[str, Any]:
+def ada(admin: Api, lora_bucket) -> dict[str, Any]:
     """A ready LoRA by a path relative to LORA_BUCKET, with a trigger word."""
     response = admin.add_lora(
         {
@@ -84,19 +47,6 @@ def ada(admin: User, lora_bucket) -> dict[str, Any]:
     return response.json()
 
 
-def fal_requests(fal_sim: httpx.Client, generation_id: str, count: int = 1) -> list[dict]:
-    deadline = time.monotonic() + 30
-    while True:
-        found = [
-            r
-            for r in fal_sim.get("/_sim/requests").json()
-            if r.get("webhook_url") and f"gid={generation_id}&" in r["webhook_url"]
-        ]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
-
-
 def assert_signed(url: str, bucket: str, path: str, ttl: int = 900) -> None:
     parts = urlsplit(url)
     query = parse_qs(parts.query)
@@ -110,7 +60,7 @@ def assert_signed(url: str, bucket: str, path: str, ttl: int = 900) -> None:
 
 
 def test_added_lora_is_ready_with_a_15_minute_signed_url(
-    admin: User, ada: dict[str, Any], stack_env: dict[str, str]
+    admin: Api, ada: dict[str, Any], stack_env: dict[str, str]
 ) -> None:
     assert ada["status"] == "ready"
     assert (ada["firstName"], ada["lastName"], ada["trigger"]) == ("Ada", "Lovelace", "adalora")
@@ -131,7 +81,7 @@ def test_added_lora_is_ready_with_a_15_minute_signed_url(
 
 
 def test_plain_users_read_loras_but_cannot_add_or_delete(
-    user: User, ada: dict[str, Any], lora_bucket
+    user: Api, ada: dict[str, Any], lora_bucket
 ) -> None:
     listed = user.http.get(LORAS, headers=user.headers)
     assert listed.status_code == 200
@@ -152,7 +102,7 @@ def test_loras_need_an_api_key(api: Api, ada: dict[str, Any]) -> None:
     assert api.http.post(LORAS, json={"url": "a.safetensors"}).status_code == 401
 
 
-def test_unknown_lora_is_404(admin: User) -> None:
+def test_unknown_lora_is_404(admin: Api) -> None:
     for lora_id in (str(uuid.uuid4()), "not a valid id"):
         response = admin.lora(lora_id)
         assert response.status_code == 404
@@ -169,7 +119,7 @@ def test_unknown_lora_is_404(admin: User) -> None:
     ids=["gs-url", "leading-slash-path", "https-url"],
 )
 def test_the_three_url_forms(
-    admin: User, lora_bucket, stack_env: dict[str, str], url_of, signed_path: bool
+    admin: Api, lora_bucket, stack_env: dict[str, str], url_of, signed_path: bool
 ) -> None:
     path = put_weights(lora_bucket)
     url = url_of(stack_env["LORA_BUCKET"], path)
@@ -202,7 +152,7 @@ def test_the_three_url_forms(
         ({"url": "a.safetensors", "colour": "red"}, "colour"),
     ],
 )
-def test_bad_lora_bodies_are_422(admin: User, body: dict[str, Any], field: str) -> None:
+def test_bad_lora_bodies_are_422(admin: Api, body: dict[str, Any], field: str) -> None:
     before = len(admin.http.get(LORAS, headers=admin.headers).json()["loras"])
     response = admin.add_lora({"firstName": "Bad", **body})
     assert response.status_code == 422, response.text
@@ -212,7 +162,7 @@ def test_bad_lora_bodies_are_422(admin: User, body: dict[str, Any], field: str) 
 
 
 def test_delete_removes_the_lora_and_only_files_it_uploaded(
-    admin: User, user: User, lora_bucket, stack_env: dict[str, str]
+    admin: Api, user: Api, lora_bucket, stack_env: dict[str, str]
 ) -> None:
     outside = put_weights(lora_bucket)
     linked = admin.add_lora({"firstName": "Linked", "url": outside}).json()
@@ -238,7 +188,7 @@ def test_delete_removes_the_lora_and_only_files_it_uploaded(
 # -- upload ------------------------------------------------------------------------------
 
 
-def _start_upload(admin: User, name: str, size: int = len(WEIGHTS)) -> dict[str, Any]:
+def _start_upload(admin: Api, name: str, size: int = len(WEIGHTS)) -> dict[str, Any]:
     response = admin.add_lora(
         {
             "firstName": name,
@@ -251,7 +201,7 @@ def _start_upload(admin: User, name: str, size: int = len(WEIGHTS)) -> dict[str,
 
 
 def test_upload_answer_carries_a_resumable_upload_session(
-    admin: User, user: User, stack_env: dict[str, str]
+    admin: Api, user: Api, stack_env: dict[str, str]
 ) -> None:
     lora = _start_upload(admin, "Grace")
     assert lora["status"] == "pending_upload"
@@ -277,7 +227,7 @@ def test_upload_answer_carries_a_resumable_upload_session(
     assert (detail["field"], detail["type"]) == ("loras.0.id", "lora_not_ready")
 
 
-def test_pending_upload_becomes_ready_once_its_object_exists(admin: User, lora_bucket) -> None:
+def test_pending_upload_becomes_ready_once_its_object_exists(admin: Api, lora_bucket) -> None:
     lora = admin.add_lora(
         {"firstName": "Pending", "upload": {"fileName": "p.safetensors", "fileSize": 10}}
     ).json()
@@ -289,7 +239,7 @@ def test_pending_upload_becomes_ready_once_its_object_exists(admin: User, lora_b
 
 
 def test_uploaded_lora_is_ready_and_fal_downloads_it(
-    admin: User, user: User, fal_sim: httpx.Client, lora_bucket, stack_env: dict[str, str]
+    admin: Api, user: Api, fal_sim: httpx.Client, lora_bucket, stack_env: dict[str, str]
 ) -> None:
     """The documented flow against the storage emulator: PUT the file to the session URL
     with the returned headers; the LoRA is then ready, and a generation naming it runs
@@ -314,12 +264,12 @@ def test_uploaded_lora_is_ready_and_fal_downloads_it(
     record = user.wait(generation.json()["id"], TERMINAL)
     assert record["status"] == "completed", record
     assert record["effectivePrompt"] == "uploadlora, a portrait"
-    [request] = fal_requests(fal_sim, record["id"])
+    [request] = wait_sim_requests_for(fal_sim, record["id"])
     assert_signed(request["arguments"]["loras"][0]["path"], stack_env["LORA_BUCKET"], lora["url"])
     assert [(f["status"], f["bytes"]) for f in request["input_fetches"]] == [(200, len(WEIGHTS))]
 
 
-def test_upload_in_chunks_with_content_range(admin: User, lora_bucket) -> None:
+def test_upload_in_chunks_with_content_range(admin: Api, lora_bucket) -> None:
     lora = _start_upload(admin, "Chunked")
     upload = lora["upload"]
     half = len(WEIGHTS) // 2
@@ -345,7 +295,7 @@ def test_upload_in_chunks_with_content_range(admin: User, lora_bucket) -> None:
 
 
 def test_generation_with_a_lora_gets_a_fresh_signed_url_that_fal_downloads(
-    user: User, ada: dict[str, Any], fal_sim: httpx.Client, stack_env: dict[str, str]
+    user: Api, ada: dict[str, Any], fal_sim: httpx.Client, stack_env: dict[str, str]
 ) -> None:
     accepted = user.create(
         {"prompt": "a portrait in oils", "model": "flux-lora", "loras": [{"id": ada["id"]}]}
@@ -359,7 +309,7 @@ def test_generation_with_a_lora_gets_a_fresh_signed_url_that_fal_downloads(
     assert record["loras"] == [{"id": ada["id"], "scale": 0.7}]  # the LoRA's default scale
     assert len(record["images"]) == 1
 
-    [request] = fal_requests(fal_sim, generation_id)
+    [request] = wait_sim_requests_for(fal_sim, generation_id)
     assert request["app"] == "fal-ai/flux-lora"
     arguments = request["arguments"]
     assert arguments["prompt"] == "adalora, a portrait in oils"
@@ -375,7 +325,7 @@ def test_generation_with_a_lora_gets_a_fresh_signed_url_that_fal_downloads(
 
 
 def test_seed_000_lora_id_and_a_prompt_that_has_the_trigger(
-    user: User, ada: dict[str, Any], fal_sim: httpx.Client
+    user: Api, ada: dict[str, Any], fal_sim: httpx.Client
 ) -> None:
     accepted = user.create(
         {"prompt": "AdaLora riding a bike", "model": "flux-lora", "loraId": ada["id"]}
@@ -386,13 +336,13 @@ def test_seed_000_lora_id_and_a_prompt_that_has_the_trigger(
     assert record["status"] == "completed", record
     assert record["effectivePrompt"] == record["prompt"] == "AdaLora riding a bike"
     assert record["loras"] == [{"id": ada["id"], "scale": 0.7}]
-    [request] = fal_requests(fal_sim, generation_id)
+    [request] = wait_sim_requests_for(fal_sim, generation_id)
     assert request["arguments"]["prompt"] == "AdaLora riding a bike"
     assert [f["status"] for f in request["input_fetches"]] == [200]
 
 
 def test_two_loras_with_scales_and_a_plain_https_one(
-    admin: User, user: User, ada: dict[str, Any], lora_bucket, fal_sim, stack_env
+    admin: Api, user: Api, ada: dict[str, Any], lora_bucket, fal_sim, stack_env
 ) -> None:
     # A full http(s) URL is handed to fal as is: here the emulator's public object URL.
     path = put_weights(lora_bucket)
@@ -413,7 +363,7 @@ def test_two_loras_with_scales_and_a_plain_https_one(
     record = user.wait(generation_id, TERMINAL)
     assert record["status"] == "completed", record
     assert record["effectivePrompt"] == "adalora, directlora, two people"
-    [request] = fal_requests(fal_sim, generation_id)
+    [request] = wait_sim_requests_for(fal_sim, generation_id)
     first, second = request["arguments"]["loras"]
     assert_signed(first["path"], stack_env["LORA_BUCKET"], ada["url"])
     assert (first["scale"], second["scale"]) == (1.2, 0.4)
@@ -422,7 +372,7 @@ def test_two_loras_with_scales_and_a_plain_https_one(
 
 
 def test_sdxl_takes_an_optional_lora(
-    admin: User, user: User, lora_bucket, fal_sim, stack_env
+    admin: Api, user: Api, lora_bucket, fal_sim, stack_env
 ) -> None:
     created = admin.add_lora({"firstName": "Xl", "model": "sdxl", "url": put_weights(lora_bucket)})
     assert created.status_code == 201, created.text
@@ -431,7 +381,7 @@ def test_sdxl_takes_an_optional_lora(
     assert accepted.status_code == 202, accepted.text
     record = user.wait(accepted.json()["id"], TERMINAL)
     assert record["status"] == "completed", record
-    [request] = fal_requests(fal_sim, record["id"])
+    [request] = wait_sim_requests_for(fal_sim, record["id"])
     assert request["app"] == "fal-ai/fast-sdxl"
     assert_signed(request["arguments"]["loras"][0]["path"], stack_env["LORA_BUCKET"], lora["url"])
     assert [f["status"] for f in request["input_fetches"]] == [200]
@@ -454,7 +404,7 @@ def test_sdxl_takes_an_optional_lora(
     ],
 )
 def test_unusable_lora_choices_are_422(
-    user: User, ada: dict[str, Any], extra: dict[str, Any], field: str, kind: str
+    user: Api, ada: dict[str, Any], extra: dict[str, Any], field: str, kind: str
 ) -> None:
     body: dict[str, Any] = {"prompt": "x", "model": "flux-lora", **extra}
     if "loras" in body:

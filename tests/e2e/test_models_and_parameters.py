@@ -5,7 +5,6 @@ seed 001's spellings and generations split into several fal requests."""
 from __future__ import annotations
 
 import io
-import time
 import uuid
 from typing import Any
 
@@ -13,62 +12,17 @@ import httpx
 import pytest
 from PIL import Image
 
-from imagegen import clients
-from tests.support import Api
+from tests.support import TERMINAL, Api, MakeUser, wait_sim_requests_for
 
 pytestmark = pytest.mark.e2e
 
-TERMINAL = {"completed", "failed", "canceled"}
 MODEL_IDS = {"flux-dev", "flux-schnell", "flux-lora", "flux-pro", "flux-kontext", "sdxl"}
 
 
-class User(Api):
-    def __init__(self, base_url: str, api_key: str, user_id: str) -> None:
-        super().__init__(base_url, api_key)
-        self.user_id = user_id
-
-    def history_total(self) -> int:
-        response = self.http.get("/v1/images/generations", headers=self.headers)
-        assert response.status_code == 200, response.text
-        return response.json()["total"]
-
-
-def make_user(stack, role: str = "user") -> User:
-    user_id = f"user-{uuid.uuid4()}"
-    return User(stack.env["API_URL"], stack.create_api_key(user_id, role), user_id)
-
-
-@pytest.fixture
-def user(stack) -> User:
-    """A fresh plain user: nobody else's generations count against its limits."""
-    return make_user(stack)
-
-
 @pytest.fixture(scope="module")
-def refused_user(stack) -> User:
+def refused_user(make_user: MakeUser) -> Api:
     """Makes only requests that must be refused: its history stays empty."""
-    return make_user(stack)
-
-
-def fal_requests(fal_sim: httpx.Client, generation_id: str, count: int = 1) -> list[dict]:
-    """The simulator's requests for one generation (by the `gid` of their webhook URL),
-    in part order, once at least `count` of them have arrived."""
-    deadline = time.monotonic() + 30
-    while True:
-        found = [
-            r
-            for r in fal_sim.get("/_sim/requests").json()
-            if r.get("webhook_url") and f"gid={generation_id}&" in r["webhook_url"]
-        ]
-        if len(found) >= count or time.monotonic() > deadline:
-            return sorted(found, key=lambda r: int(r["webhook_url"].split("part=")[1][:1]))
-        time.sleep(0.1)
-
-
-def generate(user: User, body: dict[str, Any]) -> str:
-    accepted = user.create(body)
-    assert accepted.status_code == 202, accepted.text
-    return accepted.json()["id"]
+    return make_user()
 
 
 # -- GET /v1/models ------------------------------------------------------------------------
@@ -176,7 +130,7 @@ def test_models_needs_an_api_key(api: Api) -> None:
     ],
 )
 def test_parameters_a_model_does_not_take_are_422_naming_field_and_model(
-    refused_user: User, body: dict[str, Any], field: str, says: str
+    refused_user: Api, body: dict[str, Any], field: str, says: str
 ) -> None:
     response = refused_user.create({"prompt": "a cat", **body})
     assert response.status_code == 422, response.text
@@ -189,7 +143,7 @@ def test_parameters_a_model_does_not_take_are_422_naming_field_and_model(
     assert refused_user.history_total() == 0
 
 
-def test_two_size_forms_at_once_are_422(refused_user: User) -> None:
+def test_two_size_forms_at_once_are_422(refused_user: Api) -> None:
     response = refused_user.create({"prompt": "a", "imageSize": "square", "aspectRatio": "1:1"})
     assert response.status_code == 422, response.text
     details = response.json()["error"]["details"]
@@ -200,14 +154,13 @@ def test_two_size_forms_at_once_are_422(refused_user: User) -> None:
 # -- accepted parameters reach fal under fal's names ---------------------------------------
 
 
-def _input_image_url(stack_env: dict[str, str]) -> str:
+def _input_image_url(images_bucket, stack_env: dict[str, str]) -> str:
     """A PNG in the emulator's images bucket, at a URL anyone (the simulator) can GET."""
     buffer = io.BytesIO()
     Image.new("RGB", (640, 480), (200, 120, 40)).save(buffer, "PNG")
     name = f"test-inputs/{uuid.uuid4()}.png"
-    bucket = clients.storage_client().bucket(stack_env["IMAGES_BUCKET"])
-    bucket.blob(name).upload_from_string(buffer.getvalue(), content_type="image/png")
-    return f"{stack_env['STORAGE_EMULATOR_HOST']}/{stack_env['IMAGES_BUCKET']}/{name}"
+    images_bucket.blob(name).upload_from_string(buffer.getvalue(), content_type="image/png")
+    return f"{stack_env['STORAGE_EMULATOR_HOST']}/{images_bucket.name}/{name}"
 
 
 CASES = {
@@ -272,20 +225,20 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_each_model_completes_with_its_parameters_under_fals_names(
-    user: User, fal_sim: httpx.Client, stack_env: dict[str, str], case: str
+    user: Api, fal_sim: httpx.Client, images_bucket, stack_env: dict[str, str], case: str
 ) -> None:
     body, app, expected, size = CASES[case]
     if body.get("imageUrl") == "<input>":
-        image_url = _input_image_url(stack_env)
+        image_url = _input_image_url(images_bucket, stack_env)
         body = {**body, "imageUrl": image_url}
         expected = {**expected, "image_url": image_url}
-    generation_id = generate(user, {"prompt": f"a test of {case}", **body})
+    generation_id = user.generate({"prompt": f"a test of {case}", **body})
     record = user.wait(generation_id, TERMINAL)
     assert record["status"] == "completed", record
     assert (record["width"], record["height"]) == size
     assert [(i["width"], i["height"]) for i in record["images"]] == [size]
 
-    [request] = fal_requests(fal_sim, generation_id)
+    [request] = wait_sim_requests_for(fal_sim, generation_id)
     assert request["app"] == app
     arguments = request["arguments"]
     for name, value in expected.items():
@@ -298,8 +251,8 @@ def test_each_model_completes_with_its_parameters_under_fals_names(
         assert [(f["kind"], f["status"]) for f in request["input_fetches"]] == [("image", 200)]
 
 
-def test_recorded_parameters_show_defaults_and_the_seed(user: User) -> None:
-    generation_id = generate(user, {"prompt": "defaults", "seed": 99, "model": "flux-schnell"})
+def test_recorded_parameters_show_defaults_and_the_seed(user: Api) -> None:
+    generation_id = user.generate({"prompt": "defaults", "seed": 99, "model": "flux-schnell"})
     record = user.get(generation_id).json()
     assert record["model"] == "flux-schnell"
     params = record["parameters"]
@@ -316,17 +269,17 @@ def test_recorded_parameters_show_defaults_and_the_seed(user: User) -> None:
 
 
 def test_five_images_are_two_fal_requests_with_consecutive_seeds(
-    user: User, fal_sim: httpx.Client, stack_env: dict[str, str]
+    user: Api, fal_sim: httpx.Client, images_bucket
 ) -> None:
-    generation_id = generate(
-        user, {"prompt": "five foxes", "numImages": 5, "seed": 1234, "imageSize": "square"}
+    generation_id = user.generate(
+        {"prompt": "five foxes", "numImages": 5, "seed": 1234, "imageSize": "square"}
     )
     record = user.wait(generation_id, TERMINAL)
     assert record["status"] == "completed", record
     assert record["numImages"] == 5
     assert record["seed"] == 1234
 
-    requests = fal_requests(fal_sim, generation_id, count=2)
+    requests = wait_sim_requests_for(fal_sim, generation_id, count=2)
     assert len(requests) == 2, requests
     assert [r["app"] for r in requests] == ["fal-ai/flux/dev"] * 2
     assert [r["webhook_url"].split("part=")[1][0] for r in requests] == ["0", "1"]
@@ -342,12 +295,11 @@ def test_five_images_are_two_fal_requests_with_consecutive_seeds(
     prefix = f"generations/{user.user_id}/{generation_id}/"
     assert [i["path"] for i in images] == [f"{prefix}{n}.jpg" for n in range(5)]
     assert [i["seed"] for i in images] == [1234] * 4 + [1235]
-    bucket = clients.storage_client().bucket(stack_env["IMAGES_BUCKET"])
     for image in images:
-        blob = bucket.get_blob(image["path"])
+        blob = images_bucket.get_blob(image["path"])
         assert blob is not None and blob.size == image["fileSize"]
         assert (image["width"], image["height"]) == (512, 512)
     # The fifth image is the second request's first (and only) one.
     last = httpx.get(images[4]["url"])
     assert last.status_code == 200
-    assert last.content == bucket.blob(images[4]["path"]).download_as_bytes()
+    assert last.content == images_bucket.blob(images[4]["path"]).download_as_bytes()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -13,117 +12,48 @@ import httpx
 import pytest
 from PIL import Image
 
-from imagegen import clients
-from tests.support import Api
-from tests.support import sim as sim_client
+from tests.support import (
+    GENERATIONS,
+    TERMINAL,
+    Api,
+    MakeUser,
+    SimConfig,
+    sim,
+    sim_requests_for,
+    wait_sim_request,
+    wait_sim_requests_for,
+)
 
 pytestmark = pytest.mark.e2e
 
-PATH = "/v1/images/generations"
-TERMINAL = {"completed", "failed", "canceled"}
 
-
-class User(Api):
-    """An API client for one user, with the result endpoints."""
-
-    def __init__(self, base_url: str, api_key: str, user_id: str) -> None:
-        super().__init__(base_url, api_key)
-        self.user_id = user_id
-
-    def history(self, **params: Any) -> httpx.Response:
-        return self.http.get(PATH, params=params, headers=self.headers)
-
-    def delete(self, generation_id: str) -> httpx.Response:
-        return self.http.delete(f"{PATH}/{generation_id}", headers=self.headers)
-
-    def cancel(self, generation_id: str) -> httpx.Response:
-        return self.http.post(f"{PATH}/{generation_id}/cancel", headers=self.headers)
-
-    def generate(self, body: dict[str, Any]) -> str:
-        accepted = self.create(body)
-        assert accepted.status_code == 202, accepted.text
-        return accepted.json()["id"]
-
-
-@pytest.fixture
-def new_user(stack) -> Iterator[Any]:
-    """Makes users no other test shares, so counts in their history are exact."""
-
-    def make(role: str = "user") -> User:
-        user_id = f"user-{uuid.uuid4()}"
-        return User(stack.env["API_URL"], stack.create_api_key(user_id, role), user_id)
-
-    yield make
-
-
-@pytest.fixture
-def sim(fal_sim: httpx.Client) -> Iterator[httpx.Client]:
-    """The simulator's control API; every setting this test changes is restored after it."""
-    saved = fal_sim.get("/_sim/config").json()
-    yield fal_sim
-    fal_sim.post("/_sim/config", json={**saved, "submit_errors": None})
-
-
-def _bucket(stack_env: dict[str, str]):
-    return clients.storage_client().bucket(stack_env["IMAGES_BUCKET"])
-
-
-def _objects(stack_env: dict[str, str], user_id: str, generation_id: str) -> list[str]:
+def _objects(images_bucket, user_id: str, generation_id: str) -> list[str]:
+    """Every stored object of one generation: its images and their thumbnails."""
     names = []
     for prefix in ("generations", "thumbnails"):
         names += [
             blob.name
-            for blob in clients.storage_client().list_blobs(
-                stack_env["IMAGES_BUCKET"], prefix=f"{prefix}/{user_id}/{generation_id}/"
-            )
+            for blob in images_bucket.list_blobs(prefix=f"{prefix}/{user_id}/{generation_id}/")
         ]
     return sorted(names)
-
-
-def _sim_request(sim: httpx.Client, generation_id: str, timeout: float = 30) -> dict[str, Any]:
-    """The simulator's entry for the (first) fal request of a generation."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for request in sim.get("/_sim/requests").json():
-            if f"gid={generation_id}" in (request.get("webhook_url") or ""):
-                return request
-        time.sleep(0.1)
-    raise AssertionError(f"no fal request for {generation_id}")
-
-
-def _sim_until(
-    sim: httpx.Client,
-    request_id: str,
-    check: Callable[[dict[str, Any]], bool],
-    timeout: float = 30,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        entry = sim.get(f"/_sim/requests/{request_id}").json()
-        if check(entry):
-            return entry
-        if time.monotonic() > deadline:
-            raise AssertionError(f"simulator request never got there: {entry}")
-        time.sleep(0.1)
 
 
 # -- thumbnails and views ----------------------------------------------------------------
 
 
-def test_completed_images_have_webp_thumbnails_and_full_views(new_user, stack_env) -> None:
-    user = new_user()
+def test_completed_images_have_webp_thumbnails_and_full_views(make_user, images_bucket) -> None:
+    user = make_user()
     generation_id = user.generate(
         {"prompt": "a lighthouse", "numImages": 2, "imageSize": "landscape_4_3"}
     )
     record = user.wait(generation_id, TERMINAL)
     assert record["status"] == "completed", record
-    bucket = _bucket(stack_env)
     for index, image in enumerate(record["images"]):
         assert image["status"] == "ok" and image["nsfw"] is False
         assert image["fullUrl"] == f"{image['bucket']}/{image['path']}"
         assert image["url"] and image["thumbnailUrl"]
         thumb_path = f"thumbnails/{user.user_id}/{generation_id}/{index}.webp"
-        blob = bucket.get_blob(thumb_path)
+        blob = images_bucket.get_blob(thumb_path)
         assert blob is not None and blob.content_type == "image/webp"
         served = httpx.get(image["thumbnailUrl"])
         assert served.status_code == 200
@@ -137,8 +67,8 @@ def test_completed_images_have_webp_thumbnails_and_full_views(new_user, stack_en
     assert record["generationTime"] > 0
 
 
-def test_portrait_thumbnail_keeps_its_aspect(new_user) -> None:
-    user = new_user()
+def test_portrait_thumbnail_keeps_its_aspect(make_user) -> None:
+    user = make_user()
     record = user.wait(user.generate({"prompt": "a tower", "imageSize": "portrait_16_9"}), TERMINAL)
     assert record["status"] == "completed", record
     with Image.open(io.BytesIO(httpx.get(record["images"][0]["thumbnailUrl"]).content)) as thumb:
@@ -149,25 +79,24 @@ def test_portrait_thumbnail_keeps_its_aspect(new_user) -> None:
 
 
 @pytest.fixture(scope="module")
-def history_user(stack) -> tuple[User, list[str], str]:
+def history_user(make_user: MakeUser, stack) -> tuple[Api, list[str], str]:
     """A fresh user with 5 completed generations (models dev, schnell, dev, schnell, dev
     from oldest to newest; returned newest first) and a newer canceled one."""
-    user_id = f"user-{uuid.uuid4()}"
-    user = User(stack.env["API_URL"], stack.create_api_key(user_id), user_id)
+    user = make_user()
     created = []
     for n in range(5):
         # One at a time: a user may have only two generations in flight.
         model = "flux-schnell" if n % 2 else "flux-dev"
         created.append(user.generate({"prompt": f"history {n}", "model": model}))
         assert user.wait(created[-1], TERMINAL)["status"] == "completed"
-    control = sim_client(stack.env)
-    saved = control.get("/_sim/config").json()
-    control.post("/_sim/config", json={"queue_delay": 30})
+    # Module-scoped, so not the per-test `sim_config` fixture: the same undo, by hand.
+    slow_queue = SimConfig(sim(stack.env))
+    slow_queue.set(queue_delay=30)
     try:
         canceled = user.generate({"prompt": "history canceled"})
         user.wait(canceled, {"submitted"})
     finally:
-        control.post("/_sim/config", json=saved)
+        slow_queue.restore()
     assert user.cancel(canceled).status_code == 200
     return user, list(reversed(created)), canceled
 
@@ -262,9 +191,9 @@ def test_history_filters(history_user) -> None:
     assert rest["next"] is None
 
 
-def test_history_shows_only_the_callers_generations(history_user, new_user) -> None:
+def test_history_shows_only_the_callers_generations(history_user, make_user) -> None:
     user, completed, canceled = history_user
-    other = new_user()
+    other = make_user()
     theirs = other.generate({"prompt": "someone else's"})
     listed = other.history().json()
     assert [g["id"] for g in listed["images"]] == [theirs] and listed["total"] == 1
@@ -288,7 +217,7 @@ def test_history_shows_only_the_callers_generations(history_user, new_user) -> N
     ids=lambda v: v if isinstance(v, str) else None,
 )
 def test_bad_history_parameters_are_422(api: Api, params, field) -> None:
-    response = api.http.get(PATH, params=params, headers=api.headers)
+    response = api.http.get(GENERATIONS, params=params, headers=api.headers)
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["code"] == "validation_error"
@@ -296,25 +225,25 @@ def test_bad_history_parameters_are_422(api: Api, params, field) -> None:
 
 
 def test_history_needs_an_api_key(api: Api) -> None:
-    assert api.http.get(PATH).status_code == 401
+    assert api.http.get(GENERATIONS).status_code == 401
 
 
 # -- delete ------------------------------------------------------------------------------
 
 
-def test_delete_removes_every_object_and_the_record(new_user, stack_env) -> None:
-    user = new_user()
+def test_delete_removes_every_object_and_the_record(make_user, images_bucket) -> None:
+    user = make_user()
     generation_id = user.generate({"prompt": "to be deleted", "numImages": 2})
     assert user.wait(generation_id, TERMINAL)["status"] == "completed"
-    stored = _objects(stack_env, user.user_id, generation_id)
+    stored = _objects(images_bucket, user.user_id, generation_id)
     assert len(stored) == 4  # two images, two thumbnails
     # An object the record does not know (a part that completed late) goes too.
     stray = f"generations/{user.user_id}/{generation_id}/9.jpg"
-    _bucket(stack_env).blob(stray).upload_from_string(b"late", content_type="image/jpeg")
+    images_bucket.blob(stray).upload_from_string(b"late", content_type="image/jpeg")
 
     response = user.delete(generation_id)
     assert response.status_code == 204 and response.content == b""
-    assert _objects(stack_env, user.user_id, generation_id) == []
+    assert _objects(images_bucket, user.user_id, generation_id) == []
     assert user.get(generation_id).status_code == 404
     assert generation_id not in [g["id"] for g in user.history().json()["images"]]
     # Idempotent for its owner.
@@ -322,15 +251,15 @@ def test_delete_removes_every_object_and_the_record(new_user, stack_env) -> None
     assert user.delete(generation_id).status_code == 204
 
 
-def test_delete_never_reveals_or_touches_other_users_generations(new_user, stack_env) -> None:
-    owner, intruder = new_user(), new_user()
+def test_delete_never_reveals_or_touches_other_users_generations(make_user, images_bucket) -> None:
+    owner, intruder = make_user(), make_user()
     generation_id = owner.generate({"prompt": "mine"})
     assert owner.wait(generation_id, TERMINAL)["status"] == "completed"
 
     refused = intruder.delete(generation_id)
     assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
     assert owner.get(generation_id).status_code == 200
-    assert len(_objects(stack_env, owner.user_id, generation_id)) == 2
+    assert len(_objects(images_bucket, owner.user_id, generation_id)) == 2
 
     assert intruder.delete(str(uuid.uuid4())).status_code == 404
     assert intruder.delete("not a valid id!").status_code == 404
@@ -339,30 +268,32 @@ def test_delete_never_reveals_or_touches_other_users_generations(new_user, stack
     assert intruder.delete(generation_id).status_code == 404
 
 
-def test_delete_of_a_running_generation_cancels_it_at_fal(new_user, sim, stack_env) -> None:
-    sim.post("/_sim/config", json={"queue_delay": 30})
-    user = new_user()
+def test_delete_of_a_running_generation_cancels_it_at_fal(
+    make_user, fal_sim, sim_config, images_bucket
+) -> None:
+    sim_config.set(queue_delay=30)
+    user = make_user()
     generation_id = user.generate({"prompt": "deleted while running"})
     user.wait(generation_id, {"submitted"})
-    request_id = _sim_request(sim, generation_id)["request_id"]
+    request_id = wait_sim_requests_for(fal_sim, generation_id)[0]["request_id"]
 
     assert user.delete(generation_id).status_code == 204
     assert user.get(generation_id).status_code == 404
-    entry = _sim_until(sim, request_id, lambda e: e["status"] == "COMPLETED")
+    entry = wait_sim_request(fal_sim, request_id, lambda e: e["status"] == "COMPLETED")
     assert entry["cancel_requested"] is True
     # fal's (cancelled) webhook finds nothing to store.
-    _sim_until(sim, request_id, lambda e: e["webhook_deliveries"]["succeeded"] >= 1)
-    assert _objects(stack_env, user.user_id, generation_id) == []
+    wait_sim_request(fal_sim, request_id, lambda e: e["webhook_deliveries"]["succeeded"] >= 1)
+    assert _objects(images_bucket, user.user_id, generation_id) == []
     assert user.delete(generation_id).status_code == 204
 
 
 # -- cancel ------------------------------------------------------------------------------
 
 
-def test_cancel_of_a_queued_generation_is_immediate(new_user, sim) -> None:
+def test_cancel_of_a_queued_generation_is_immediate(make_user, fal_sim, sim_config) -> None:
     # fal keeps failing the submit, so the generation stays queued (Pub/Sub redelivers).
-    sim.post("/_sim/config", json={"submit_errors": {"status": 500, "count": 1000}})
-    user = new_user()
+    sim_config.set(submit_errors={"status": 500, "count": 1000})
+    user = make_user()
     generation_id = user.generate({"prompt": "never dispatched"})
     time.sleep(0.5)
     assert user.get(generation_id).json()["status"] == "queued"
@@ -374,47 +305,45 @@ def test_cancel_of_a_queued_generation_is_immediate(new_user, sim) -> None:
     assert [part["status"] for part in record["parts"]] == ["canceled"]
 
     # fal works again: the redelivered message must not submit a canceled generation.
-    sim.post("/_sim/config", json={"submit_errors": None})
+    sim_config.set(submit_errors=None)
     time.sleep(4)
-    assert not [
-        r
-        for r in sim.get("/_sim/requests").json()
-        if f"gid={generation_id}" in (r.get("webhook_url") or "")
-    ]
+    assert sim_requests_for(fal_sim, generation_id) == []
     assert user.get(generation_id).json()["status"] == "canceled"
 
 
-def test_cancel_of_a_submitted_generation_cancels_it_at_fal(new_user, sim, stack_env) -> None:
-    sim.post("/_sim/config", json={"queue_delay": 30})
-    user = new_user()
+def test_cancel_of_a_submitted_generation_cancels_it_at_fal(
+    make_user, fal_sim, sim_config, images_bucket
+) -> None:
+    sim_config.set(queue_delay=30)
+    user = make_user()
     generation_id = user.generate({"prompt": "canceled at fal", "numImages": 2})
     user.wait(generation_id, {"submitted"})
-    request_id = _sim_request(sim, generation_id)["request_id"]
+    request_id = wait_sim_requests_for(fal_sim, generation_id)[0]["request_id"]
 
     response = user.cancel(generation_id)
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "canceled"
 
-    entry = _sim_until(sim, request_id, lambda e: e["status"] == "COMPLETED")
+    entry = wait_sim_request(fal_sim, request_id, lambda e: e["status"] == "COMPLETED")
     assert entry["cancel_requested"] is True and entry["error"] == "Request was cancelled"
     # The webhook fal still sends after a cancel changes nothing and stores nothing.
-    _sim_until(sim, request_id, lambda e: e["webhook_deliveries"]["succeeded"] >= 1)
+    wait_sim_request(fal_sim, request_id, lambda e: e["webhook_deliveries"]["succeeded"] >= 1)
     record = user.get(generation_id).json()
     assert record["status"] == "canceled" and record["images"] == [] and record["error"] is None
-    assert _objects(stack_env, user.user_id, generation_id) == []
+    assert _objects(images_bucket, user.user_id, generation_id) == []
 
     again = user.cancel(generation_id)
     assert again.status_code == 409 and "canceled" in again.json()["error"]["message"]
 
 
-def test_cancel_too_late_at_fal_is_a_conflict(new_user, sim) -> None:
+def test_cancel_too_late_at_fal_is_a_conflict(make_user, fal_sim, sim_config) -> None:
     # fal finishes, but its webhook has not arrived: fal answers ALREADY_COMPLETED.
-    sim.post("/_sim/config", json={"webhook": "none"})
-    user = new_user()
+    sim_config.set(webhook="none")
+    user = make_user()
     generation_id = user.generate({"prompt": "finished at fal"})
     user.wait(generation_id, {"submitted"})
-    request_id = _sim_request(sim, generation_id)["request_id"]
-    _sim_until(sim, request_id, lambda e: e["status"] == "COMPLETED")
+    request_id = wait_sim_requests_for(fal_sim, generation_id)[0]["request_id"]
+    wait_sim_request(fal_sim, request_id, lambda e: e["status"] == "COMPLETED")
 
     response = user.cancel(generation_id)
     assert response.status_code == 409, response.text
@@ -422,8 +351,8 @@ def test_cancel_too_late_at_fal_is_a_conflict(new_user, sim) -> None:
     assert user.get(generation_id).json()["status"] == "submitted"
 
 
-def test_cancel_of_a_completed_generation_is_a_conflict(new_user) -> None:
-    user = new_user()
+def test_cancel_of_a_completed_generation_is_a_conflict(make_user) -> None:
+    user = make_user()
     generation_id = user.generate({"prompt": "already done"})
     assert user.wait(generation_id, TERMINAL)["status"] == "completed"
     response = user.cancel(generation_id)
@@ -433,18 +362,18 @@ def test_cancel_of_a_completed_generation_is_a_conflict(new_user) -> None:
     assert user.get(generation_id).json()["status"] == "completed"
 
 
-def test_cancel_of_someone_elses_generation_is_404(new_user) -> None:
-    generation_id = new_user().generate({"prompt": "someone's own"})
-    assert new_user().cancel(generation_id).status_code == 404
-    assert new_user().cancel(str(uuid.uuid4())).status_code == 404
-    assert new_user().cancel("bad id!").status_code == 404
+def test_cancel_of_someone_elses_generation_is_404(make_user) -> None:
+    generation_id = make_user().generate({"prompt": "someone's own"})
+    assert make_user().cancel(generation_id).status_code == 404
+    assert make_user().cancel(str(uuid.uuid4())).status_code == 404
+    assert make_user().cancel("bad id!").status_code == 404
 
 
 # -- NSFW --------------------------------------------------------------------------------
 
 
-def test_nsfw_images_are_filtered_for_users_but_served_to_admins(new_user, stack_env) -> None:
-    user, admin = new_user(), new_user("admin")
+def test_nsfw_images_are_filtered_for_users_but_served_to_admins(make_user, images_bucket) -> None:
+    user, admin = make_user(), make_user("admin")
     body = {"prompt": "a nsfw-test portrait", "numImages": 2}
     users_id, admins_id = user.generate(body), admin.generate(body)
 
@@ -458,7 +387,7 @@ def test_nsfw_images_are_filtered_for_users_but_served_to_admins(new_user, stack
     assert listed["id"] == users_id
     assert all(i["url"] is None and i["thumbnailUrl"] is None for i in listed["images"])
     # Stored all the same.
-    assert len(_objects(stack_env, user.user_id, users_id)) == 4
+    assert len(_objects(images_bucket, user.user_id, users_id)) == 4
 
     record = admin.wait(admins_id, TERMINAL)
     assert record["status"] == "completed", record
@@ -468,8 +397,8 @@ def test_nsfw_images_are_filtered_for_users_but_served_to_admins(new_user, stack
         assert httpx.get(image["thumbnailUrl"]).status_code == 200
 
 
-def test_clean_images_are_ok_for_a_plain_user(new_user) -> None:
-    user = new_user()
+def test_clean_images_are_ok_for_a_plain_user(make_user) -> None:
+    user = make_user()
     record = user.wait(user.generate({"prompt": "a kitten"}), TERMINAL)
     assert record["status"] == "completed", record
     image = record["images"][0]

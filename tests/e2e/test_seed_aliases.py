@@ -6,31 +6,27 @@ import uuid
 
 import pytest
 
-from imagegen import clients
 from tests.support import Api
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def lora(api: Api, stack, stack_env) -> dict:
+def lora(api: Api, lora_bucket) -> dict:
     """A LoRA whose file is in the LoRA bucket, named by a path relative to it (seed 000)."""
     path = f"test/{uuid.uuid4()}.safetensors"
-    bucket = clients.storage_client().bucket(stack_env["LORA_BUCKET"])
-    bucket.blob(path).upload_from_string(
+    lora_bucket.blob(path).upload_from_string(
         b"fake lora weights", content_type="application/octet-stream"
     )
-    response = api.http.post(
-        "/v1/loras",
-        headers=api.headers,
-        json={
+    response = api.add_lora(
+        {
             "firstName": "John",
             "lastName": "Doe",
             "trigger": "johndoe",
             "url": path,
             "personId": 101,
             "modelVersion": "v1.0",
-        },
+        }
     )
     assert response.status_code == 201, response.text
     return response.json()
@@ -84,8 +80,7 @@ def test_generate_image_waits_and_answers_in_seed_000s_shape(api: Api, lora: dic
     assert record["model"] == "flux-lora"
 
 
-def test_seed_001_history_get_and_delete(api: Api, stack) -> None:
-    user = Api(stack.env["API_URL"], stack.create_api_key(f"user-{uuid.uuid4()}"))
+def test_seed_001_history_get_and_delete(user: Api) -> None:
     created = user.create(
         {
             "prompt": "A beautiful sunset over mountains",

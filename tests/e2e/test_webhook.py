@@ -11,32 +11,24 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from imagegen import clients
 from infra.falsim.signing import load_private_key, sign_webhook
-from tests.support import Api
+from tests.support import Api, SimConfig, wait_sim_request, wait_sim_requests_for
 
 pytestmark = pytest.mark.e2e
 
 
-def _submitted_without_webhook(api: Api, fal_sim: httpx.Client, body: dict) -> tuple[str, dict]:
+def _submitted_without_webhook(
+    api: Api, fal_sim: httpx.Client, sim_config: SimConfig, body: dict
+) -> tuple[str, dict]:
     """A generation fal has finished but whose webhook never came; returns (id, sim request)."""
-    fal_sim.post("/_sim/config", json={"webhook": "none"})
-    created = api.create(body)
-    assert created.status_code == 202, created.text
-    generation_id = created.json()["id"]
+    sim_config.set(webhook="none")
+    generation_id = api.generate(body)
     api.wait(generation_id, {"submitted"})
-    request_id = record_request_id = None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        requests = fal_sim.get("/_sim/requests").json()
-        matches = [r for r in requests if f"gid={generation_id}" in (r.get("webhook_url") or "")]
-        if matches and matches[0]["status"] == "COMPLETED":
-            record_request_id = matches[0]
-            request_id = matches[0]["request_id"]
-            break
-        time.sleep(0.1)
-    assert request_id, "the simulator never completed the request"
-    return generation_id, record_request_id
+    [request] = wait_sim_requests_for(fal_sim, generation_id)
+    finished = wait_sim_request(
+        fal_sim, request["request_id"], lambda r: r["status"] == "COMPLETED"
+    )
+    return generation_id, finished
 
 
 def _webhook_body(fal_sim: httpx.Client, sim_request: dict) -> bytes:
@@ -57,9 +49,14 @@ def _deliver(url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
     return httpx.post(url, content=body, headers={**headers, "Content-Type": "application/json"})
 
 
-def test_the_same_signed_webhook_twice_stores_images_once(api: Api, fal_sim, stack_env) -> None:
+def test_the_same_signed_webhook_twice_stores_images_once(
+    api: Api, fal_sim, sim_config, stack_env, images_bucket
+) -> None:
     generation_id, sim_request = _submitted_without_webhook(
-        api, fal_sim, {"prompt": "delivered twice", "numImages": 3, "imageSize": "square"}
+        api,
+        fal_sim,
+        sim_config,
+        {"prompt": "delivered twice", "numImages": 3, "imageSize": "square"},
     )
     body = _webhook_body(fal_sim, sim_request)
     key = load_private_key(Path(stack_env["FAL_SIM_PRIVATE_KEY_FILE"]))
@@ -76,15 +73,17 @@ def test_the_same_signed_webhook_twice_stores_images_once(api: Api, fal_sim, sta
     after = api.get(generation_id).json()
     assert [i["path"] for i in after["images"]] == [i["path"] for i in completed["images"]]
     assert after["completedAt"] == completed["completedAt"]
-    prefix = f"generations/dev-user/{generation_id}/"
-    stored = list(clients.storage_client().list_blobs(stack_env["IMAGES_BUCKET"], prefix=prefix))
+    prefix = f"generations/{api.user_id}/{generation_id}/"
+    stored = list(images_bucket.list_blobs(prefix=prefix))
     assert len(stored) == 3
 
 
 def test_webhook_without_the_signed_url_is_found_by_fal_request_id(
-    api: Api, fal_sim, stack_env
+    api: Api, fal_sim, sim_config, stack_env
 ) -> None:
-    generation_id, sim_request = _submitted_without_webhook(api, fal_sim, {"prompt": "plain url"})
+    generation_id, sim_request = _submitted_without_webhook(
+        api, fal_sim, sim_config, {"prompt": "plain url"}
+    )
     body = _webhook_body(fal_sim, sim_request)
     key = load_private_key(Path(stack_env["FAL_SIM_PRIVATE_KEY_FILE"]))
     response = _deliver(
@@ -98,9 +97,11 @@ def test_webhook_without_the_signed_url_is_found_by_fal_request_id(
 
 @pytest.mark.parametrize("forgery", ["unsigned", "foreign_key", "tampered_body", "stale"])
 def test_forged_webhook_is_refused_and_changes_nothing(
-    api: Api, fal_sim, stack_env, forgery
+    api: Api, fal_sim, sim_config, stack_env, images_bucket, forgery
 ) -> None:
-    generation_id, sim_request = _submitted_without_webhook(api, fal_sim, {"prompt": "forged"})
+    generation_id, sim_request = _submitted_without_webhook(
+        api, fal_sim, sim_config, {"prompt": "forged"}
+    )
     body = _webhook_body(fal_sim, sim_request)
     sim_key = load_private_key(Path(stack_env["FAL_SIM_PRIVATE_KEY_FILE"]))
     request_id = sim_request["request_id"]
@@ -121,5 +122,5 @@ def test_forged_webhook_is_refused_and_changes_nothing(
     assert response.status_code == 401
     assert response.json()["error"]["code"]
     assert api.get(generation_id).json() == before
-    prefix = f"generations/dev-user/{generation_id}/"
-    assert not list(clients.storage_client().list_blobs(stack_env["IMAGES_BUCKET"], prefix=prefix))
+    prefix = f"generations/{api.user_id}/{generation_id}/"
+    assert not list(images_bucket.list_blobs(prefix=prefix))
