@@ -20,7 +20,13 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	@UV_PYTHON_DOWNLOADS=never python3 -m uv sync --frozen --quiet
 	@touch $@
 
-setup: $(VENV)/.synced check-tools
+# The Cloud Tasks emulator pins protobuf<5: it gets a venv of its own.
+.venv-tasks/.synced: infra/tasks-emulator-requirements.txt
+	@python3 -m uv venv --quiet --allow-existing .venv-tasks --python python3
+	@python3 -m uv pip install --quiet --python .venv-tasks/bin/python -r $<
+	@touch $@
+
+setup: $(VENV)/.synced .venv-tasks/.synced check-tools
 
 check-tools:
 	@command -v java >/dev/null || { echo "error: Java (17+) is required by the Firestore and Pub/Sub emulators: apt-get install openjdk-17-jre-headless" >&2; exit 1; }
@@ -44,4 +50,4 @@ lint: $(VENV)/.synced
 	@$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf .dev demo-output .pytest_cache
+	rm -rf .dev demo-output .pytest_cache .venv-tasks

@@ -99,3 +99,13 @@ def http_ok(url: str, context=None) -> bool:  # noqa: ANN001
             return 200 <= response.status < 300
     except OSError:
         return False
+
+
+def tcp_open(url: str) -> bool:
+    """A gRPC server is ready when its port accepts connections."""
+    host, port = url.removeprefix("tcp://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False

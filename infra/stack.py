@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from infra import identity
-from infra.processes import Managed, free_port, http_ok, wait_until
+from infra.processes import Managed, free_port, http_ok, tcp_open, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -31,6 +31,12 @@ BIN = Path(PYTHON).parent
 PROJECT = "imagegen-local"
 TOPIC = "generation-requests"
 SUBSCRIPTION = "generation-requests-dispatcher"
+DEAD_LETTER_TOPIC = "generation-requests-dead-letter"
+DEAD_LETTER_SUBSCRIPTION = "generation-requests-dead-letter-handler"
+# Pub/Sub's minimum; each attempt is one dispatcher call with the retry policy's backoff.
+MAX_DELIVERY_ATTEMPTS = 5
+TASKS_QUEUE = f"projects/{PROJECT}/locations/us-central1/queues/watchdog"
+TASKS_VENV_PYTHON = ROOT / ".venv-tasks" / "bin" / "python"
 BUCKET = "imagegen-images"
 LORA_BUCKET = "imagegen-loras"
 DEV_USER = "dev-user"
@@ -40,6 +46,13 @@ FUNCTIONS = (
     ("api", "api", "api", "http"),
     ("dispatcher", "dispatcher", "dispatcher", "cloudevent"),
     ("webhook", "webhook", "webhook", "http"),
+    ("watchdog", "watchdog", "watchdog", "http"),
+    ("deadletter", "deadletter", "deadletter", "cloudevent"),
+)
+# Eventarc's Pub/Sub triggers: (relay name, subscription, topic, function)
+TRIGGERS = (
+    ("relay", SUBSCRIPTION, TOPIC, "dispatcher"),
+    ("relay-deadletter", DEAD_LETTER_SUBSCRIPTION, DEAD_LETTER_TOPIC, "deadletter"),
 )
 
 
@@ -78,6 +91,9 @@ class LocalStack:
     api_port: int | None = None
     # Simulated fal inference time; tests keep it short.
     inference_delay: float = 0.5
+    # Watchdog timing: production waits per model (minutes); locally seconds keep tests fast.
+    watchdog_first_check: float = 20.0
+    watchdog_recheck: float = 2.0
     # False: no simulator; the dispatcher calls the real fal.ai with FAL_KEY.
     simulate_fal: bool = True
     processes: dict[str, Managed] = field(default_factory=dict)
@@ -94,6 +110,9 @@ class LocalStack:
             "api": self.api_port or free_port(),
             "dispatcher": free_port(),
             "webhook": free_port(),
+            "watchdog": free_port(),
+            "deadletter": free_port(),
+            "tasks": free_port(),
         }
 
     # -- environment -------------------------------------------------------------------
@@ -114,12 +133,19 @@ class LocalStack:
             "GENERATIONS_TOPIC": TOPIC,
             "API_URL": f"http://127.0.0.1:{p['api']}",
             "WEBHOOK_URL": f"http://127.0.0.1:{p['webhook']}/",
+            "WATCHDOG_URL": f"http://127.0.0.1:{p['watchdog']}/",
+            "TASKS_QUEUE": TASKS_QUEUE,
+            "TASKS_EMULATOR_HOST": f"127.0.0.1:{p['tasks']}",
+            "WATCHDOG_FIRST_CHECK_SECONDS": str(self.watchdog_first_check),
+            "WATCHDOG_RECHECK_SECONDS": str(self.watchdog_recheck),
             "WEBHOOK_HMAC_KEY": hmac_file.read_text().strip(),
             "FAL_KEY": os.environ.get("FAL_KEY") or "sim-key",
             "FAL_SIM_URL": f"https://127.0.0.1:{p['falsim']}",
             "FAL_QUEUE_RUN_HOST": f"127.0.0.1:{p['falsim']}",
             "FAL_RUN_HOST": f"127.0.0.1:{p['falsim']}",
             "FAL_JWKS_URL": f"https://127.0.0.1:{p['falsim']}/.well-known/jwks.json",
+            # The simulator serves its images from loopback: the one host allowed that way.
+            "IMAGE_FETCH_INSECURE_HOSTS": f"127.0.0.1:{p['falsim']}",
             "FAL_SIM_PRIVATE_KEY_FILE": str(sim_dir / "webhook-signing-key.pem"),
             "SSL_CERT_FILE": str(sim_dir / "ca-bundle.pem"),
             "SIGNING_CREDENTIALS_FILE": str(self.state_dir / "signing-key.json"),
@@ -137,6 +163,7 @@ class LocalStack:
                 "SSL_CERT_FILE",
                 "FAL_SIM_URL",
                 "FAL_SIM_PRIVATE_KEY_FILE",
+                "IMAGE_FETCH_INSECURE_HOSTS",
             ):
                 env.pop(name)
             env["FAL_KEY"] = os.environ["FAL_KEY"]
@@ -191,6 +218,21 @@ class LocalStack:
                 f"http://{host}:{p['storage']}/storage/v1/b",
                 30.0,
             ),
+            "tasks": (
+                [
+                    str(TASKS_VENV_PYTHON),
+                    "-W",
+                    "ignore",
+                    "-m",
+                    "infra.tasks_emulator",
+                    "--port",
+                    str(p["tasks"]),
+                    "--queue",
+                    TASKS_QUEUE,
+                ],
+                f"tcp://{host}:{p['tasks']}",
+                30.0,
+            ),
             "identity": (
                 [PYTHON, "-m", "infra.identity", "serve", "--state-dir", str(self.identity_dir)]
                 + f"--host {host} --port {p['identity']}".split(),
@@ -216,7 +258,12 @@ class LocalStack:
         insecure = ssl.create_default_context()
         insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
         for name, (_, url, timeout) in commands.items():
-            wait_until(lambda url=url: http_ok(url, insecure), timeout, name, started[name])
+            ready = (
+                (lambda url=url: tcp_open(url))
+                if url.startswith("tcp://")
+                else (lambda url=url: http_ok(url, insecure))
+            )
+            wait_until(ready, timeout, name, started[name])
 
     def _provision(self) -> None:
         """Topic, subscription with a retry policy, the LoRA bucket, and the dev API key."""
@@ -231,11 +278,30 @@ class LocalStack:
             topic = publisher.topic_path(PROJECT, TOPIC)
             with contextlib.suppress(AlreadyExists):
                 publisher.create_topic(name=topic)
+            dead_letter = publisher.topic_path(PROJECT, DEAD_LETTER_TOPIC)
+            with contextlib.suppress(AlreadyExists):
+                publisher.create_topic(name=dead_letter)
             with contextlib.suppress(AlreadyExists):
                 subscriber.create_subscription(
                     request={
                         "name": subscriber.subscription_path(PROJECT, SUBSCRIPTION),
                         "topic": topic,
+                        "ack_deadline_seconds": 60,
+                        "retry_policy": {
+                            "minimum_backoff": {"seconds": 1},
+                            "maximum_backoff": {"seconds": 4},
+                        },
+                        "dead_letter_policy": {
+                            "dead_letter_topic": dead_letter,
+                            "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
+                        },
+                    }
+                )
+            with contextlib.suppress(AlreadyExists):
+                subscriber.create_subscription(
+                    request={
+                        "name": subscriber.subscription_path(PROJECT, DEAD_LETTER_SUBSCRIPTION),
+                        "topic": dead_letter,
                         "ack_deadline_seconds": 60,
                         "retry_policy": {
                             "minimum_backoff": {"seconds": 1},
@@ -305,7 +371,7 @@ class LocalStack:
     def start_function(self, name: str) -> None:
         managed = self._spawn(name, self.function_argv(name))
         url = f"http://127.0.0.1:{self.ports[name]}/healthz"
-        if name == "dispatcher":  # a CloudEvent function has no GET route; any answer will do
+        if name in ("dispatcher", "deadletter"):  # CloudEvent functions: any answer will do
             wait_until(lambda: _answers(url), 30, name, managed)
         else:
             wait_until(lambda: http_ok(url), 30, name, managed)
@@ -313,11 +379,13 @@ class LocalStack:
     def _start_functions(self) -> None:
         for name, *_ in FUNCTIONS:
             self.start_function(name)
-        self.start_relay()
+        for name, *_ in TRIGGERS:
+            self.start_relay(name)
 
-    def start_relay(self) -> None:
+    def start_relay(self, name: str = "relay") -> None:
+        _, subscription, topic, function = next(t for t in TRIGGERS if t[0] == name)
         self._spawn(
-            "relay",
+            name,
             [
                 PYTHON,
                 "-m",
@@ -325,11 +393,11 @@ class LocalStack:
                 "--project",
                 PROJECT,
                 "--subscription",
-                SUBSCRIPTION,
+                subscription,
                 "--topic",
-                TOPIC,
+                topic,
                 "--target",
-                f"http://127.0.0.1:{self.ports['dispatcher']}/",
+                f"http://127.0.0.1:{self.ports[function]}/",
             ],
         )
 

@@ -9,17 +9,20 @@ Run ``python -m infra.falsim --help``, or in tests::
 """
 
 from .config import SimConfig, ValidationMode
-from .faults import Faults, SubmitErrors, WebhookMode
+from .faults import Faults, ImageFault, Outcome, SubmitErrors, WebhookMode, prompt_faults
 from .server import SimulatorServer
 from .signing import load_private_key, sign_webhook
 
 __all__ = [
     "Faults",
+    "ImageFault",
+    "Outcome",
     "SimConfig",
     "SimulatorServer",
     "SubmitErrors",
     "ValidationMode",
     "WebhookMode",
     "load_private_key",
+    "prompt_faults",
     "sign_webhook",
 ]

@@ -6,13 +6,19 @@ Routes:
   GET  {owner}/{alias}/requests/{id}         result
   PUT  {owner}/{alias}/requests/{id}/cancel  cancel
   GET  /files/{id}/{index}.{jpg|png}         generated images (public, like fal's CDN)
+  GET  /fault-images/{fault}/{id}/{file}     what a request with an image fault points at
   GET  /.well-known/jwks.json                webhook verification key
   GET  /healthz
   GET  /_sim/requests, /_sim/requests/{id}, /_sim/config; POST /_sim/config, /_sim/reset
 
 A ``/_sim/requests`` entry shows the request's arguments, validated input, status, output,
 ``input_fetches`` (each input URL the app downloaded: kind, URL without its query string,
-HTTP status, bytes, error) and ``webhook_deliveries``.
+HTTP status, bytes, error), ``webhook_deliveries`` (every attempt: copy, attempt, time,
+HTTP status or error, the signed timestamp and ``signature``: "valid" or the signing fault;
+``finished`` once no more will be sent), and the request's faults: ``faults`` (the run's
+config with the prompt's markers applied), ``fault_markers`` (those applied, as written),
+``fault_marker_errors`` and ``rejected_submits`` (statuses that earlier submits of the same
+prompt were refused with by its submit markers). See ``faults`` for the fault modes.
 
 fal hands out request URLs without the endpoint sub-path (``fal-ai/flux/requests/...``
 for ``fal-ai/flux/dev``) and fal_client builds them the same way; the full app id is
@@ -23,41 +29,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import image_faults
 from .apps import get_app
 from .config import RuntimeConfig, ValidationMode
-from .faults import submit_error_body
+from .faults import SubmitCounter, prompt_faults, submit_error_body
 from .jobs import Job, JobStore, Status
+from .messages import HttpRequest, HttpResponse, json_response
 from .runner import JobRunner
 
-
-@dataclass(frozen=True)
-class HttpRequest:
-    method: str
-    path: str
-    query: Mapping[str, str]
-    headers: Mapping[str, str]  # names lower-cased
-    body: bytes
-    base_url: str  # https://host:port as the client addressed us
-
-
-@dataclass(frozen=True)
-class HttpResponse:
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-def json_response(
-    status: int, data: Any, headers: tuple[tuple[str, str], ...] = ()
-) -> HttpResponse:
-    return HttpResponse(status, json.dumps(data).encode(), "application/json", headers)
-
+__all__ = ["HttpRequest", "HttpResponse", "SimulatorApi", "json_response"]
 
 _NOT_FOUND = json_response(404, {"detail": "Not Found"})
 
@@ -77,6 +60,7 @@ class SimulatorApi:
         self._runner = runner
         self._jwks = jwks
         self._expected_key = expected_key
+        self._submits = SubmitCounter()
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         segments = [segment for segment in request.path.split("/") if segment]
@@ -87,9 +71,14 @@ class SimulatorApi:
                 return json_response(200, self._jwks)
             case ("GET", ["files", request_id, filename]):
                 return self._file(request_id, filename)
+            case ("GET", [image_faults.ROUTE, fault, request_id, filename]):
+                served = image_faults.serve(
+                    fault, request_id, filename, request.query, request.base_url
+                )
+                return served or _NOT_FOUND
             case (_, ["_sim", *rest]):
                 return self._control(request, rest)
-            case (_, ["healthz" | ".well-known" | "files", *_]):
+            case (_, ["healthz" | ".well-known" | "files" | image_faults.ROUTE, *_]):
                 return _NOT_FOUND
         return self._queue(request, segments)
 
@@ -117,9 +106,16 @@ class SimulatorApi:
         return None
 
     def _submit(self, request: HttpRequest, app_id: str) -> HttpResponse:
-        failed_status = self._config.take_submit_error()
+        arguments, decode_error = _parse_body(request.body)
+        prompt = _prompt_of(arguments)
+        markers = prompt_faults(prompt)
+        if prompt is not None and markers.affects_submit:
+            # The prompt's own submit faults replace the run's for this submit.
+            failed_status = self._submits.take(prompt, markers)
+        else:
+            failed_status = self._config.take_submit_error()
         if failed_status is not None:
-            body, content_type = submit_error_body(failed_status)
+            body, content_type = submit_error_body(failed_status, prompt)
             return HttpResponse(failed_status, body, content_type)
         app = get_app(app_id)
         if app is None:
@@ -127,20 +123,12 @@ class SimulatorApi:
         webhook_url = request.query.get("fal_webhook")
         if webhook_url is not None and urlsplit(webhook_url).scheme not in ("http", "https"):
             return json_response(400, {"detail": "fal_webhook must be an http(s) URL"})
-        try:
-            arguments = json.loads(request.body) if request.body else None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            position = exc.pos if isinstance(exc, json.JSONDecodeError) else exc.start
-            error = {
-                "loc": ["body", position],
-                "msg": "JSON decode error",
-                "type": "json_invalid",
-                "input": {},
-                "ctx": {"error": str(exc)},
-            }
-            return json_response(422, {"detail": [error]})
+        if decode_error is not None:
+            return decode_error
 
         config = self._config.current()
+        if markers.patch:
+            config = dataclasses.replace(config, faults=config.faults.updated(markers.patch))
         values, errors = app.validate(arguments)
         if errors and config.validation is ValidationMode.SUBMIT:
             return json_response(422, {"detail": errors})
@@ -152,6 +140,9 @@ class SimulatorApi:
             webhook_url=webhook_url,
             base_url=request.base_url,
             config=config,
+            fault_markers=markers.applied,
+            fault_marker_errors=markers.errors,
+            rejected_submits=tuple(self._submits.refused(prompt)) if prompt else (),
         )
         self._jobs.add(job)
         self._runner.launch(job)
@@ -170,7 +161,7 @@ class SimulatorApi:
 
     def _request_route(self, request: HttpRequest, prefix: str, rest: list[str]) -> HttpResponse:
         job = self._jobs.get(rest[0]) if rest else None
-        if job is None or prefix not in (job.app.route_prefix, job.app.app_id):
+        if job is None or job.lost or prefix not in (job.app.route_prefix, job.app.app_id):
             return json_response(404, {"detail": "Request not found"})
         match (request.method, rest[1:]):
             case ("GET", []):
@@ -256,6 +247,7 @@ class SimulatorApi:
                     return json_response(400, {"detail": str(exc)})
             case ("POST", ["reset"]):
                 self._jobs.discard_all()
+                self._submits.reset()
                 return json_response(200, self._config.reset().to_json())
         return _NOT_FOUND
 
@@ -282,6 +274,10 @@ class SimulatorApi:
                 "started_at": job.started_at,
                 "completed_at": job.completed_at,
                 "input_fetches": [dataclasses.asdict(f) for f in job.input_fetches],
+                "faults": job.config.faults.to_json(),
+                "fault_markers": list(job.fault_markers),
+                "fault_marker_errors": list(job.fault_marker_errors),
+                "rejected_submits": list(job.rejected_submits),
                 "webhook_deliveries": {
                     "count": len(deliveries),
                     "succeeded": sum(
@@ -290,5 +286,27 @@ class SimulatorApi:
                     "last_status": deliveries[-1].status_code if deliveries else None,
                     "last_error": deliveries[-1].error if deliveries else None,
                     "attempts": [dataclasses.asdict(d) for d in deliveries],
+                    "finished": job.webhooks_finished,
                 },
             }
+
+
+def _parse_body(body: bytes) -> tuple[Any, HttpResponse | None]:
+    """The submitted JSON, or the 422 fal answers for a body that is not JSON."""
+    try:
+        return (json.loads(body) if body else None), None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        position = exc.pos if isinstance(exc, json.JSONDecodeError) else exc.start
+        error = {
+            "loc": ["body", position],
+            "msg": "JSON decode error",
+            "type": "json_invalid",
+            "input": {},
+            "ctx": {"error": str(exc)},
+        }
+        return None, json_response(422, {"detail": [error]})
+
+
+def _prompt_of(arguments: Any) -> str | None:
+    prompt = arguments.get("prompt") if isinstance(arguments, dict) else None
+    return prompt if isinstance(prompt, str) else None

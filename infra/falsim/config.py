@@ -3,7 +3,8 @@
 Every request copies the configuration current at its submit, so changing it through
 ``POST /_sim/config`` affects later requests only. On the wire the configuration is one
 flat object: the fault modes sit next to the timings (``{"inference_delay": 0.5,
-"webhook": "twice"}``), though in code they live in ``Faults``.
+"webhook": "twice"}``), though in code they live in ``Faults``; ``faults`` lists them, and
+how a request's prompt markers override them for that request.
 """
 
 from __future__ import annotations

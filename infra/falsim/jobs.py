@@ -12,6 +12,7 @@ from typing import Any
 
 from .apps import AppSpec, ErrorDetail
 from .config import SimConfig
+from .faults import Outcome
 from .render import OutputFormat
 
 
@@ -47,11 +48,15 @@ def validation_failure(errors: list[ErrorDetail]) -> Failure:
 
 @dataclass(frozen=True)
 class DeliveryAttempt:
-    copy: int  # which delivery (webhook mode "twice" makes two)
+    copy: int  # which delivery (webhook modes "twice", "burst"... make several)
     attempt: int
-    at: float
+    at: float  # when the answer (or the error) came
     status_code: int | None
     error: str | None
+    timestamp: int  # the X-Fal-Webhook-Timestamp it carried
+    # "valid", or the webhook fault it carried: "bad_signature" | "stale_timestamp" |
+    # "unknown_key"
+    signature: str = "valid"
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,13 @@ class Job:
     deliveries: list[DeliveryAttempt] = field(default_factory=list)
     input_fetches: list[InputFetch] = field(default_factory=list)
     cancel_requested: bool = False
+    # The request's fault markers (as written) and those ignored, with why.
+    fault_markers: tuple[str, ...] = ()
+    fault_marker_errors: tuple[str, ...] = ()
+    # Statuses of earlier submits of the same prompt refused by its submit markers.
+    rejected_submits: tuple[int, ...] = ()
+    # True once the simulator will send no more webhooks for this request.
+    webhooks_finished: bool = False
     # Set by cancel or discard: cuts the queue/inference waits short.
     wake: threading.Event = field(default_factory=threading.Event)
     # Set by discard only: also stops webhook delivery, which cancel must not.
@@ -103,6 +115,11 @@ class Job:
     @property
     def cancel_url(self) -> str:
         return f"{self.response_url}/cancel"
+
+    @property
+    def lost(self) -> bool:
+        """fal "lost" it after accepting it: unknown to the queue API, never completes."""
+        return self.config.faults.outcome is Outcome.LOST
 
     @property
     def inference_time(self) -> float | None:
@@ -140,7 +157,9 @@ class JobStore:
             return sum(
                 1
                 for other in self._jobs.values()
-                if other.status is Status.IN_QUEUE and other.submitted_at < job.submitted_at
+                if other.status is Status.IN_QUEUE
+                and not other.lost
+                and other.submitted_at < job.submitted_at
             )
 
     def start(self, job: Job, log_message: str) -> None:
@@ -193,6 +212,10 @@ class JobStore:
     def record_delivery(self, job: Job, attempt: DeliveryAttempt) -> None:
         with self.lock:
             job.deliveries.append(attempt)
+
+    def finish_webhooks(self, job: Job) -> None:
+        with self.lock:
+            job.webhooks_finished = True
 
     def discard_all(self) -> None:
         """Forget every request and stop its thread, so nothing leaks into the next test."""

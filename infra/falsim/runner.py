@@ -2,7 +2,8 @@
 
 Queue wait, then IN_PROGRESS: download the input URLs (LoRAs, input image; a failure
 completes the request with fal's 422), "inference", completion, webhook. Everything
-app-specific comes from the request's ``AppSpec``.
+app-specific comes from the request's ``AppSpec``; the request's faults (outcome
+``status_error`` / ``lost``, image faults, NSFW) from its ``config.faults``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import time
 from typing import Any
 
 from .apps import FetchKind
+from .faults import Outcome
+from .image_faults import image_url
 from .inputs import FetchedInputs, fetch_inputs
 from .jobs import CANCELLED, Failure, Job, JobStore, validation_failure
 from .render import OUTPUT_FORMATS, OutputFormat, render_image
@@ -27,6 +30,12 @@ _RENDER_FAILED = Failure(
     message="Simulator failed to render the output",
     detail="Simulator failed to render the output",
     error_type="internal_error",
+)
+# Fault outcome "status_error": the app raised while generating.
+_APP_FAILED = Failure(
+    http_status=500,
+    message="Simulated app failure (fault status_error)",
+    detail="The model raised an error while generating the image (simulated: status_error)",
 )
 # fal seeds are 64-bit; keep them positive and within a signed int64.
 _SEED_LIMIT = 2**63
@@ -46,6 +55,10 @@ class JobRunner:
 
     def _run(self, job: Job) -> None:
         config = job.config
+        if job.lost:
+            # Accepted, then never heard of again: no progress, no webhook.
+            self._store.finish_webhooks(job)
+            return
         # wait() returns True when cancel or discard cut the wait short.
         if job.wake.wait(config.queue_delay):
             self._interrupted(job)
@@ -68,6 +81,8 @@ class JobRunner:
         elif job.wake.wait(config.inference_delay):
             self._interrupted(job)
             return
+        elif config.faults.outcome is Outcome.STATUS_ERROR:
+            self._store.complete(job, failure=_APP_FAILED)
         else:
             try:
                 output, images, image_format = _generate(job, fetched)
@@ -85,9 +100,12 @@ class JobRunner:
         self._notify(job)
 
     def _notify(self, job: Job) -> None:
-        if job.webhook_url is None or job.discarded.wait(job.config.webhook_delay):
-            return
-        self._webhooks.deliver(job)
+        try:
+            if job.webhook_url is None or job.discarded.wait(job.config.webhook_delay):
+                return
+            self._webhooks.deliver(job)
+        finally:
+            self._store.finish_webhooks(job)
 
 
 def _generate(job: Job, fetched: FetchedInputs) -> tuple[dict[str, Any], list[bytes], OutputFormat]:
@@ -98,7 +116,8 @@ def _generate(job: Job, fetched: FetchedInputs) -> tuple[dict[str, Any], list[by
     width, height = app.output_size(args, input_size)
     format_name = args[app.format_field]
     fmt = OUTPUT_FORMATS[format_name]
-    nsfw = job.config.faults.nsfw or bool(NSFW_TEST_TOKEN.search(args["prompt"]))
+    faults = job.config.faults
+    nsfw = faults.nsfw or bool(NSFW_TEST_TOKEN.search(args["prompt"]))
     notes = _notes(app.fetch_kinds, fetched, nsfw)
     images = [
         render_image(
@@ -117,7 +136,7 @@ def _generate(job: Job, fetched: FetchedInputs) -> tuple[dict[str, Any], list[by
     output = {
         "images": [
             {
-                "url": f"{job.base_url}/files/{job.request_id}/{index}.{fmt.extension}",
+                "url": image_url(job.base_url, job.request_id, index, fmt.extension, faults),
                 "width": width,
                 "height": height,
                 "content_type": fmt.content_type,

@@ -18,9 +18,10 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .api import HttpRequest, HttpResponse, SimulatorApi, json_response
+from .api import SimulatorApi
 from .config import RuntimeConfig, SimConfig
 from .jobs import JobStore
+from .messages import HttpRequest, HttpResponse, json_response
 from .runner import JobRunner
 from .signing import ensure_private_key, jwks
 from .tls import TlsFiles, ensure_tls_files, server_ssl_context
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 class _TlsHttpServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 makes a burst of clients wait a second for a
+    # SYN retry.
+    request_queue_size = 128
 
     def __init__(
         self, address: tuple[str, int], ssl_context: ssl.SSLContext, api: SimulatorApi
@@ -118,11 +122,25 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, response: HttpResponse) -> None:
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
+        if response.stream is None:
+            self.send_header("Content-Length", str(len(response.body)))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
         for name, value in response.headers:
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(response.body)
+        if response.stream is None:
+            self.wfile.write(response.body)
+            return
+        try:
+            for chunk in response.stream():
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError as exc:  # ssl.SSLError and ConnectionError included
+            # A client that gives up on a huge body part-way is expected.
+            log.info("client stopped reading a streamed body: %s", exc)
+            self.close_connection = True
 
 
 class SimulatorServer:

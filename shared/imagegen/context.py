@@ -11,7 +11,9 @@ from imagegen.loras import LoraRepository
 from imagegen.repository import ApiKeyRepository, GenerationRepository
 from imagegen.settings import get_settings
 from imagegen.storage import ImageStore
+from imagegen.task_queue import TaskQueue
 from imagegen.url_signing import UrlSigner
+from imagegen.watchdog import Watchdog
 from imagegen.webhook_signature import FalWebhookVerifier, JwksCache
 
 
@@ -59,3 +61,13 @@ def webhook_verifier() -> FalWebhookVerifier:
         JwksCache(settings.fal_jwks_url, settings.fal_jwks_ttl_seconds),
         tolerance_seconds=settings.webhook_tolerance_seconds,
     )
+
+
+@cache
+def task_queue() -> TaskQueue:
+    return TaskQueue(get_settings())
+
+
+@cache
+def watchdog() -> Watchdog:
+    return Watchdog(task_queue(), get_settings())

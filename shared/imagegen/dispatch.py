@@ -8,11 +8,14 @@ which acks the message.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from imagegen import webhook_url
-from imagegen.errors import ImageGenError, UpstreamRejectedError
+from imagegen.errors import ImageGenError, RetryableError, UpstreamRejectedError
 from imagegen.fal_gateway import FalGateway
+from imagegen.lifecycle import Lease
 from imagegen.loras import fetchable_url
 from imagegen.models.records import ErrorInfo, GenerationStatus, PartStatus
 from imagegen.planning import fal_arguments
@@ -20,7 +23,15 @@ from imagegen.repository import GenerationRepository
 from imagegen.settings import Settings
 from imagegen.url_signing import UrlSigner
 
+if TYPE_CHECKING:
+    from imagegen.watchdog import Watchdog
+
 log = logging.getLogger(__name__)
+
+
+# Long enough for fal's submit with fal_client's own retries; short enough that a crashed
+# dispatcher's part is taken over by the next delivery.
+SUBMIT_LEASE = timedelta(seconds=90)
 
 
 def dispatch(
@@ -29,7 +40,10 @@ def dispatch(
     gateway: FalGateway,
     signer: UrlSigner,
     settings: Settings,
+    watchdog: Watchdog | None = None,
 ) -> None:
+    """Submits every part not yet submitted, each under a claim, so a duplicated message
+    (or the same generation published twice) makes exactly one fal request per part."""
     generation = repo.get(generation_id)
     if generation is None:
         log.warning(
@@ -45,13 +59,23 @@ def dispatch(
         fetchable_url(lora.url, settings.lora_bucket, signer, settings.lora_url_ttl_seconds)
         for lora in generation.loras
     ]
+    held_elsewhere = False
     for part in generation.parts:
-        if part.status is not PartStatus.PENDING:
+        if part.status not in (PartStatus.PENDING, PartStatus.SUBMITTING):
+            continue
+        lease = Lease(uuid.uuid4().hex, datetime.now(UTC), SUBMIT_LEASE)
+        claimed = repo.claim_submission(generation.id, part.index, lease)
+        if claimed is None:
+            current = repo.get(generation.id)
+            if current is not None and current.part(part.index).status is PartStatus.SUBMITTING:
+                held_elsewhere = True
+            if current is None or current.is_terminal:
+                return
             continue
         callback = webhook_url.build(settings.webhook_url, hmac_key, generation.id, part.index)
         try:
             submission = gateway.submit(
-                generation.fal_app, fal_arguments(generation, part, lora_urls), callback
+                generation.fal_app, fal_arguments(claimed, part, lora_urls), callback
             )
         except UpstreamRejectedError as exc:
             log.warning(
@@ -62,14 +86,18 @@ def dispatch(
                 generation.id, ErrorInfo(code=exc.code, message=exc.message), datetime.now(UTC)
             )
             return
+        except RetryableError:
+            # Pending again at once: the redelivery need not wait for the lease to lapse.
+            repo.release_submission(generation.id, part.index, lease.claim_id, datetime.now(UTC))
+            raise
         recorded = repo.record_submission(
-            generation.id, part.index, submission.request_id, datetime.now(UTC)
+            generation.id, part.index, lease.claim_id, submission.request_id, datetime.now(UTC)
         )
         if recorded is None:
             _withdraw_if_canceled(
                 generation.id, generation.fal_app, submission.request_id, repo, gateway
             )
-            return
+            continue
         log.info(
             "part submitted to fal",
             extra={
@@ -78,6 +106,12 @@ def dispatch(
                 "falRequestId": submission.request_id,
             },
         )
+        if watchdog is not None:
+            watchdog.schedule(recorded, part.index, submission.request_id)
+    if held_elsewhere:
+        # Another delivery is submitting a part right now. Acknowledging would lose the
+        # message if that dispatcher crashed; redelivery costs one cheap read.
+        raise RetryableError("a part is being submitted by another delivery", code="in_progress")
 
 
 def _withdraw_if_canceled(

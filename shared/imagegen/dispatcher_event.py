@@ -32,4 +32,5 @@ def handle(data: Any, event_id: str | None = None) -> None:
         context.fal_gateway(),
         context.url_signer(),
         get_settings(),
+        context.watchdog(),
     )

@@ -16,6 +16,7 @@ from typing import Any
 from imagegen.errors import RetryableError, UpstreamRejectedError
 
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
+IN_CALL_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,10 @@ class FalGateway:
         if self._client is None:
             import fal_client
 
+            # Retrying belongs to Pub/Sub and Cloud Tasks (with backoff, then a dead letter):
+            # fal_client's own ten in-call attempts would hold one delivery for ~40 s and
+            # outlive the part's submit lease.
+            fal_client.client.MAX_ATTEMPTS = IN_CALL_ATTEMPTS
             self._client = fal_client.SyncClient(key=self._key, default_timeout=self._timeout)
         return self._client
 
@@ -123,3 +128,64 @@ class FalGateway:
                 f"fal.ai unreachable: {type(exc).__name__}", code="fal_unreachable"
             ) from None
         return CancelOutcome.REQUESTED
+
+    def status(self, app: str, request_id: str) -> FalStatus:
+        """Where fal's queue says a request is (the watchdog's question)."""
+        import fal_client
+
+        try:
+            status = self._sync_client().status(app, request_id, with_logs=False)
+        except fal_client.client.FalClientHTTPError as exc:
+            if exc.status_code == 404:
+                return FalStatus(FalState.LOST)
+            raise _classify(exc, "a status request") from None
+        except Exception as exc:
+            raise _classify(exc, "a status request") from None
+        if isinstance(status, fal_client.Queued):
+            return FalStatus(FalState.QUEUED)
+        if isinstance(status, fal_client.InProgress):
+            return FalStatus(FalState.RUNNING)
+        return FalStatus(FalState.COMPLETED, getattr(status, "error", None))
+
+    def result(self, app: str, request_id: str) -> dict[str, Any]:
+        """A completed request's output, fetched from fal (when its webhook never came)."""
+        import fal_client
+
+        client = self._sync_client()
+        try:
+            response = client._client.get(client.get_handle(app, request_id).response_url)
+            fal_client.client._raise_for_status(response)
+            return response.json()
+        except Exception as exc:
+            raise _classify(exc, "a result request") from None
+
+
+class FalState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    LOST = "lost"  # fal answers 404: it has no such request
+
+
+@dataclass(frozen=True)
+class FalStatus:
+    state: FalState
+    error: str | None = None
+
+
+def _classify(exc: Exception, action: str) -> Exception:
+    """fal_client's errors as the product's: transient → RetryableError, else rejected."""
+    import fal_client
+    import httpx
+
+    if isinstance(exc, fal_client.client.FalClientHTTPError):
+        status = exc.status_code
+        if status >= 500 or status in TRANSIENT_STATUSES:
+            return RetryableError(f"fal.ai answered {status} to {action}", code="fal_unavailable")
+        return UpstreamRejectedError(
+            f"fal.ai refused {action} ({status}): {describe_fal_detail(exc.message)}"[:500],
+            code="fal_rejected",
+        )
+    if isinstance(exc, httpx.TransportError | fal_client.client.FalClientTimeoutError):
+        return RetryableError(f"fal.ai unreachable: {type(exc).__name__}", code="fal_unreachable")
+    return exc

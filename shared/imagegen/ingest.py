@@ -8,9 +8,10 @@ overwrite the same objects rather than add copies, and only one of them commits.
 from __future__ import annotations
 
 import logging
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import pydantic
@@ -18,6 +19,7 @@ import pydantic
 from imagegen.errors import UpstreamRejectedError
 from imagegen.fal_gateway import describe_fal_detail
 from imagegen.image_fetch import ImageFetcher
+from imagegen.lifecycle import IngestClaim, Lease
 from imagegen.models.events import FalOutput, FalWebhook
 from imagegen.models.records import ErrorInfo, Generation, GenerationPart, PartStatus, StoredImage
 from imagegen.repository import GenerationRepository
@@ -33,6 +35,7 @@ class Outcome(StrEnum):
     COMPLETED_PART = "completed_part"
     FAILED = "failed"
     DUPLICATE = "duplicate"
+    IN_PROGRESS = "in_progress"
     UNKNOWN = "unknown"
 
 
@@ -125,7 +128,13 @@ def error_message(webhook: FalWebhook) -> str:
     return f"{summary}: {reason}" if reason and reason not in summary else summary
 
 
+# Longer than the slowest copy of a part (5 images with thumbnails); a delivery that dies
+# mid-copy is taken over by fal's redelivery or the watchdog once it lapses.
+INGEST_LEASE = timedelta(seconds=120)
+
+
 def ingest(webhook: FalWebhook, ref: PartRef | None, c: Collaborators) -> Outcome:
+    """A fal result (from fal's webhook, or fetched by the watchdog: one code path)."""
     located = _locate(webhook, ref, c)
     generation = c.repo.get(located.generation_id) if located else None
     if located is None or generation is None or located.part_index >= len(generation.parts):
@@ -133,12 +142,11 @@ def ingest(webhook: FalWebhook, ref: PartRef | None, c: Collaborators) -> Outcom
             "webhook for an unknown fal request", extra={"falRequestId": webhook.request_id}
         )
         return Outcome.UNKNOWN
-    part = generation.part(located.part_index)
+    index = located.part_index
+    context = {"generationId": generation.id, "part": index, "falRequestId": webhook.request_id}
+    part = generation.part(index)
     if generation.is_terminal or part.status is PartStatus.COMPLETED:
-        log.info(
-            "duplicate webhook ignored",
-            extra={"generationId": generation.id, "falRequestId": webhook.request_id},
-        )
+        log.info("duplicate fal result ignored", extra=context)
         return Outcome.DUPLICATE
 
     if webhook.status == "ERROR":
@@ -159,24 +167,33 @@ def ingest(webhook: FalWebhook, ref: PartRef | None, c: Collaborators) -> Outcom
             f"fal.ai returned {len(output.images)} images, expected {part.num_images}",
         )
 
+    lease = Lease(uuid.uuid4().hex, datetime.now(UTC), INGEST_LEASE)
+    claim, claimed = c.repo.claim_ingest(generation.id, index, webhook.request_id, lease)
+    if claim is IngestClaim.BUSY:
+        # The holder copies; if it fails, fal redelivers the holder's copy.
+        log.info("fal result already being copied", extra=context)
+        return Outcome.IN_PROGRESS
+    if claimed is None:
+        log.info("duplicate fal result ignored", extra=context)
+        return Outcome.DUPLICATE
     try:
-        images = _copy(c, generation, part, output)
+        images = _copy(c, claimed, claimed.part(index), output)
     except UpstreamRejectedError as exc:
-        return _fail(c, generation, exc.code, exc.message)
+        return _fail(c, claimed, exc.code, exc.message)
+    except Exception:
+        c.repo.release_ingest(generation.id, index, lease.claim_id, datetime.now(UTC))
+        raise
     updated = c.repo.complete_part(
         generation.id,
-        part.index,
-        webhook.request_id,
+        index,
+        lease.claim_id,
         images,
         None if output.seed is None else str(output.seed),
         output.timings,
         datetime.now(UTC),
     )
     if updated is None:
-        _discard_orphans(c, generation.id, part.index, images)
+        _discard_orphans(c, generation.id, index, images)
         return Outcome.DUPLICATE
-    log.info(
-        "part completed",
-        extra={"generationId": generation.id, "part": part.index, "status": updated.status.value},
-    )
+    log.info("part completed", extra={**context, "status": updated.status.value})
     return Outcome.COMPLETED_PART

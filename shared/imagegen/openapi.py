@@ -59,6 +59,15 @@ ERRORS_BY_AUTH = {
     "user": {401: "Missing or invalid credentials"},
     "admin": {401: "Missing or invalid credentials", 403: "Not an administrator"},
 }
+# Errors an operation can return because of what it reads, whatever it is for.
+BODY_ERRORS = {
+    400: "The body is not a JSON object",
+    413: "The body is too large",
+    415: "The body is not application/json",
+}
+# A write runs a Firestore transaction: contention past its retries is a 503 with Retry-After.
+WRITE_ERRORS = {503: "Busy: retry after Retry-After seconds"}
+HEADER_ERRORS = {"Idempotency-Key": {409: "The Idempotency-Key was used with another body"}}
 HEADER_DOCS = {
     "Idempotency-Key": "Repeat a request safely for 24 h: the same key and body return the "
     "first result; the same key with another body is a 409.",
@@ -86,9 +95,20 @@ def _query_parameters(model: type[BaseModel], schemas: dict[str, Any]) -> list[d
     schemas.update(schema.get("$defs", {}))
     required = set(schema.get("required", []))
     return [
-        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        {"name": name, "in": "query", "required": name in required, "schema": _not_null(prop)}
         for name, prop in schema.get("properties", {}).items()
     ]
+
+
+def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is a string or absent: `X | None = None` means "may be left out",
+    so the null branch (which no query string can spell) and the null default go."""
+    branches = prop.get("anyOf")
+    if not branches or {"type": "null"} not in branches:
+        return prop
+    rest = [b for b in branches if b != {"type": "null"}]
+    kept = {k: v for k, v in prop.items() if k != "anyOf" and not (k == "default" and v is None)}
+    return {**kept, **rest[0]} if len(rest) == 1 else {**kept, "anyOf": rest}
 
 
 def build_document(operations: list[Operation], version: str) -> dict[str, Any]:
@@ -98,6 +118,8 @@ def build_document(operations: list[Operation], version: str) -> dict[str, Any]:
         responses: dict[str, Any] = {}
         for status, model in op.responses.items():
             response: dict[str, Any] = {"description": "OK" if status < 300 else "Error"}
+            if model is None and status >= 400:
+                model = ErrorBody  # every error has the one shape
             if model is not None:
                 response["content"] = {
                     "application/json": {"schema": refs[(model, "serialization")]}
@@ -106,9 +128,12 @@ def build_document(operations: list[Operation], version: str) -> dict[str, Any]:
         error_ref = refs[(ErrorBody, "serialization")]
         for status, text in {
             **ERRORS_BY_AUTH[op.auth],
+            **(BODY_ERRORS if op.body is not None else {}),
+            **{s: t for header in op.headers for s, t in HEADER_ERRORS.get(header, {}).items()},
             404: "Not found",
             422: "Invalid request",
             429: "Over a limit",
+            **(WRITE_ERRORS if op.method != "GET" else {}),
         }.items():
             responses.setdefault(
                 str(status),

@@ -81,6 +81,8 @@ class ModelSpec:
     price_per_megapixel_usd: float | None = None
     price_per_image_usd: float | None = None
     output_format_name: str = "output_format"
+    # When the watchdog first asks fal about a request: comfortably past a normal run.
+    watchdog_seconds: float = 120.0
     _by_name: dict[str, Parameter] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

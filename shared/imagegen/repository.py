@@ -6,6 +6,7 @@ redelivered events and concurrent deliveries see each other's effects.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,16 +15,16 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from imagegen import transactions
+from imagegen import lifecycle, transactions
 from imagegen.limits import Ledger
 from imagegen.models.records import (
     ErrorInfo,
     Generation,
     GenerationStatus,
-    PartStatus,
     StoredImage,
 )
 
+log = logging.getLogger(__name__)
 GENERATIONS = "generations"
 FAL_REQUESTS = "falRequests"
 API_KEYS = "apiKeys"
@@ -87,14 +88,27 @@ def _document(generation: Generation) -> dict[str, Any]:
     return generation.model_dump(mode="python")
 
 
-def _mark_canceled(generation: Generation, now: datetime) -> None:
-    """Parts still running become canceled; completed parts keep their images."""
-    generation.status = GenerationStatus.CANCELED
-    generation.canceled_at = now
-    generation.updated_at = now
-    for part in generation.parts:
-        if part.status in (PartStatus.PENDING, PartStatus.SUBMITTED):
-            part.status = PartStatus.CANCELED
+def _states(generation: Generation) -> tuple[str, ...]:
+    return (generation.status.value, *(part.status.value for part in generation.parts))
+
+
+def _log_state_change(generation: Generation, before: tuple[str, ...], after: tuple[str, ...]):
+    """One line per committed state change (not per transaction attempt)."""
+    if before == after:
+        return
+    log.info(
+        "state change: %s -> %s",
+        before[0],
+        after[0],
+        extra={
+            "generationId": generation.id,
+            "from": before[0],
+            "to": after[0],
+            "parts": [
+                f"{b}->{a}" if b != a else a for b, a in zip(before[1:], after[1:], strict=True)
+            ],
+        },
+    )
 
 
 class GenerationRepository:
@@ -137,131 +151,116 @@ class GenerationRepository:
                 return None
             generation = Generation.model_validate(snapshot.to_dict())
             was_terminal = generation.is_terminal
+            before = _states(generation)
             if not change(generation, transaction):
                 return None
             if not was_terminal and generation.is_terminal:
                 self._ledger.refund_if_due(transaction, generation)
             transaction.set(ref, _document(generation))
+            changes.append((before, _states(generation)))
             return generation
 
-        return transactions.run(self._db, run, attempts=10)
+        changes: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+        updated = transactions.run(self._db, run, attempts=10)
+        if updated is not None and changes:
+            _log_state_change(updated, *changes[-1])
+        return updated
+
+    def _apply(self, generation_id: str, move: Callable[[Generation], bool]) -> Generation | None:
+        """A pure state-machine move (imagegen.lifecycle) in a transaction."""
+        return self._update(generation_id, lambda generation, _: move(generation))
+
+    def claim_submission(
+        self, generation_id: str, index: int, lease: lifecycle.Lease
+    ) -> Generation | None:
+        return self._apply(generation_id, lambda g: lifecycle.claim_submission(g, index, lease))
+
+    def release_submission(
+        self, generation_id: str, index: int, claim_id: str, now: datetime
+    ) -> Generation | None:
+        return self._apply(
+            generation_id, lambda g: lifecycle.release_submission(g, index, claim_id, now)
+        )
 
     def record_submission(
-        self, generation_id: str, part_index: int, fal_request_id: str, now: datetime
+        self, generation_id: str, index: int, claim_id: str, fal_request_id: str, now: datetime
     ) -> Generation | None:
-        """Marks a pending part submitted; None if it was not pending (someone else won)."""
+        """fal accepted the part's request; None if this claim no longer holds the part.
+        The lookup document lets a webhook without our signed URL find the part."""
         lookup = self._db.collection(FAL_REQUESTS).document(fal_request_id)
 
         def change(generation: Generation, transaction: firestore.Transaction) -> bool:
-            part = generation.part(part_index)
-            if generation.is_terminal or part.status is not PartStatus.PENDING:
+            if not lifecycle.record_submission(generation, index, claim_id, fal_request_id, now):
                 return False
-            part.status = PartStatus.SUBMITTED
-            part.fal_request_id = fal_request_id
-            part.submitted_at = now
-            if generation.status is GenerationStatus.QUEUED:
-                generation.status = GenerationStatus.SUBMITTED
-                generation.submitted_at = now
-            generation.updated_at = now
             transaction.set(
-                lookup,
-                {"generation_id": generation_id, "part_index": part_index, "created_at": now},
+                lookup, {"generation_id": generation_id, "part_index": index, "created_at": now}
             )
             return True
 
         return self._update(generation_id, change)
 
-    def fail(self, generation_id: str, error: ErrorInfo, now: datetime) -> Generation | None:
-        """Moves a generation to failed; None if it had already ended."""
+    def claim_ingest(
+        self, generation_id: str, index: int, fal_request_id: str, lease: lifecycle.Lease
+    ) -> tuple[lifecycle.IngestClaim, Generation | None]:
+        outcome: list[lifecycle.IngestClaim] = []
 
-        def change(generation: Generation, _: firestore.Transaction) -> bool:
-            if generation.is_terminal:
-                return False
-            if generation.cancel_requested_at is not None:
-                # The user asked fal to cancel: fal's error is that cancellation.
-                _mark_canceled(generation, now)
-                return True
-            generation.status = GenerationStatus.FAILED
-            generation.error = error
-            generation.completed_at = now
-            generation.updated_at = now
-            for part in generation.parts:
-                if part.status in (PartStatus.PENDING, PartStatus.SUBMITTED):
-                    part.status = PartStatus.FAILED
-            return True
+        def move(generation: Generation) -> bool:
+            outcome.append(lifecycle.claim_ingest(generation, index, fal_request_id, lease))
+            return outcome[-1] is lifecycle.IngestClaim.CLAIMED
 
-        return self._update(generation_id, change)
+        generation = self._apply(generation_id, move)
+        return (outcome[-1] if outcome else lifecycle.IngestClaim.ENDED), generation
+
+    def requeue_lost(
+        self, generation_id: str, index: int, fal_request_id: str, now: datetime
+    ) -> Generation | None:
+        return self._apply(
+            generation_id, lambda g: lifecycle.requeue_lost(g, index, fal_request_id, now)
+        )
+
+    def release_ingest(
+        self, generation_id: str, index: int, claim_id: str, now: datetime
+    ) -> Generation | None:
+        return self._apply(
+            generation_id, lambda g: lifecycle.release_ingest(g, index, claim_id, now)
+        )
 
     def complete_part(
         self,
         generation_id: str,
-        part_index: int,
-        fal_request_id: str,
+        index: int,
+        claim_id: str,
         images: list[StoredImage],
         seed: str | None,
         timings: dict[str, Any],
         now: datetime,
     ) -> Generation | None:
-        """Records a part's images; None if the part was already done (a duplicate)."""
+        """Records a part's images; None if this claim no longer may (a duplicate)."""
+        return self._apply(
+            generation_id,
+            lambda g: lifecycle.complete_part(g, index, claim_id, images, seed, timings, now),
+        )
 
-        def change(generation: Generation, _: firestore.Transaction) -> bool:
-            part = generation.part(part_index)
-            if generation.is_terminal or part.status is PartStatus.COMPLETED:
-                return False
-            part.status = PartStatus.COMPLETED
-            part.fal_request_id = fal_request_id
-            part.completed_at = now
-            part.timings = timings
-            part.seed = seed
-            generation.images = sorted([*generation.images, *images], key=lambda image: image.index)
-            generation.updated_at = now
-            if all(p.status is PartStatus.COMPLETED for p in generation.parts):
-                generation.status = GenerationStatus.COMPLETED
-                generation.completed_at = now
-                generation.seed = generation.parts[0].seed
-            return True
-
-        return self._update(generation_id, change)
+    def fail(self, generation_id: str, error: ErrorInfo, now: datetime) -> Generation | None:
+        """Moves a generation to failed (or canceled, if a cancel was under way); None if it
+        had already ended."""
+        return self._apply(generation_id, lambda g: lifecycle.fail(g, error, now))
 
     def cancel(
         self, generation_id: str, now: datetime, allow: Callable[[Generation], bool]
     ) -> Generation | None:
-        """Moves a generation to canceled if it has not ended and `allow(generation)` (called
-        on the fresh read inside the transaction) agrees; None otherwise. Parts still running
-        become canceled; completed parts keep their images."""
-
-        def change(generation: Generation, _: firestore.Transaction) -> bool:
-            if generation.is_terminal or not allow(generation):
-                return False
-            _mark_canceled(generation, now)
-            return True
-
-        return self._update(generation_id, change)
+        """Cancels a generation that has not ended if `allow(generation)` (called on the
+        fresh read inside the transaction) agrees; None otherwise."""
+        return self._apply(generation_id, lambda g: allow(g) and lifecycle.cancel(g, now))
 
     def request_cancel(self, generation_id: str, now: datetime) -> Generation | None:
         """Notes that fal is being asked to cancel (so the error fal then reports cancels
         the generation rather than failing it); None if it has ended."""
-
-        def change(generation: Generation, _: firestore.Transaction) -> bool:
-            if generation.is_terminal:
-                return False
-            generation.cancel_requested_at = now
-            generation.updated_at = now
-            return True
-
-        return self._update(generation_id, change)
+        return self._apply(generation_id, lambda g: lifecycle.request_cancel(g, now))
 
     def withdraw_cancel(self, generation_id: str, now: datetime) -> Generation | None:
         """fal had already finished: the generation goes on to complete (or fail) normally."""
-
-        def change(generation: Generation, _: firestore.Transaction) -> bool:
-            if generation.is_terminal or generation.cancel_requested_at is None:
-                return False
-            generation.cancel_requested_at = None
-            generation.updated_at = now
-            return True
-
-        return self._update(generation_id, change)
+        return self._apply(generation_id, lambda g: lifecycle.withdraw_cancel(g, now))
 
     def delete(self, generation_id: str, user_id: str, now: datetime) -> bool:
         """Deletes the owner's record with its fal lookups and writes its tombstone, in one

@@ -8,11 +8,19 @@ FAL_RUN_HOST; they are listed here too so that one place documents the whole sur
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MAX_SIGNED_URL_TTL_SECONDS = 7 * 24 * 3600  # V4 signed URLs cannot live longer
+# Where fal serves its output images; `host/prefix` allows only paths under /prefix/.
+FAL_IMAGE_HOSTS = (
+    "v3.fal.media",
+    "v3b.fal.media",
+    "fal.media",
+    "storage.googleapis.com/falserverless",
+)
 
 
 class Settings(BaseSettings):
@@ -30,6 +38,26 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8082/",
         description="Public URL of the webhook function, handed to fal.ai as fal_webhook.",
     )
+    tasks_queue: str = Field(
+        "projects/imagegen-local/locations/us-central1/queues/watchdog",
+        description="Full name of the Cloud Tasks queue the watchdog's checks go through.",
+    )
+    tasks_emulator_host: str | None = Field(None, description="host:port (local only).")
+    watchdog_url: str = Field(
+        "http://127.0.0.1:8083/", description="URL of the watchdog function (task target)."
+    )
+    watchdog_invoker: str | None = Field(
+        None,
+        description=(
+            "Service account whose OIDC token Cloud Tasks attaches to watchdog calls; the "
+            "watchdog accepts only that token. Unset locally (the emulator sends none)."
+        ),
+    )
+    watchdog_first_check_seconds: float | None = Field(
+        None, ge=0, description="Overrides every model's own deadline (tests)."
+    )
+    watchdog_recheck_seconds: float = Field(30.0, ge=0)
+    watchdog_max_checks: int = Field(20, ge=1)
     fal_key: SecretStr = Field(SecretStr(""), description="fal.ai API key (Secret Manager).")
     webhook_hmac_key: SecretStr = Field(
         SecretStr(""),
@@ -66,8 +94,51 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(64 * 1024, ge=1024)
     image_download_max_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     image_download_timeout_seconds: float = Field(30.0, gt=0)
+    # Comma-separated in the environment (NoDecode: not JSON), validated by image_fetch.
+    image_fetch_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        FAL_IMAGE_HOSTS,
+        description="Where fal images may be fetched from (https): `host` or `host/path-prefix`.",
+    )
+    image_fetch_insecure_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description=(
+            "host:port pairs also fetched from over plain http and on private addresses: the "
+            "local fal simulator. Must be empty in production."
+        ),
+    )
+    image_max_pixels: int = Field(
+        4096 * 4096,  # image_fetch.MAX_PIXELS, the ceiling the thumbnailer shares
+        ge=1,
+        le=4096 * 4096,
+        description="Most pixels (width x height) a downloaded image may have.",
+    )
     fal_submit_timeout_seconds: float = Field(30.0, gt=0)
     log_level: str = Field("INFO")
+
+    @field_validator("image_fetch_allowed_hosts", "image_fetch_insecure_hosts", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        return value
+
+    @field_validator("image_fetch_allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from imagegen.image_fetch import parse_allowed_host
+
+        for entry in value:
+            parse_allowed_host(entry)  # ValueError names the malformed entry
+        return value
+
+    @field_validator("image_fetch_insecure_hosts")
+    @classmethod
+    def _check_insecure_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from imagegen.image_fetch import parse_insecure_host
+
+        for entry in value:
+            parse_insecure_host(entry)
+        return value
 
     @property
     def firebase_project(self) -> str:

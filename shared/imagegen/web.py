@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import flask
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, RoutingException
 
 from imagegen.errors import (
@@ -56,6 +56,20 @@ def read_body(request: flask.Request, max_bytes: int, *, require_json: bool = Tr
     if len(data) > max_bytes:
         raise PayloadTooLargeError(f"Request body is larger than {max_bytes} bytes")
     return data
+
+
+def framework_error(error: HTTPException) -> flask.Response:
+    """An error the functions framework answers before the function runs, in the product's
+    JSON shape rather than Flask's HTML page: its own router refuses a path with a newline
+    (`/v1/images/generations/a%0Ab`), for one. Registered by each HTTP entry point."""
+    status = error.code or 500
+    if status == 404:
+        return error_response(NotFoundError(f"No route for {flask.request.path[:128]}"))
+    code = error.name.lower().replace(" ", "_") if status < 500 else "internal"
+    message = error.description if status < 500 else "Internal error"
+    body = {"error": {"code": code, "message": message, "details": None}}
+    headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+    return json_response(body, status, headers)
 
 
 Handler = Callable[..., flask.Response]

@@ -45,7 +45,16 @@ def fal_sim(stack: LocalStack) -> Iterator[httpx.Client]:
     reset after each test as a safety net; tests change the configuration via `sim_config`."""
     client = sim(stack.env)
     yield client
-    client.post("/_sim/config", json={"submit_errors": None, "webhook": "normal"})
+    client.post(
+        "/_sim/config",
+        json={
+            "submit_errors": None,
+            "webhook": "normal",
+            "image": "none",
+            "outcome": "normal",
+            "nsfw": False,
+        },
+    )
 
 
 @pytest.fixture

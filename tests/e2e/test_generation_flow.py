@@ -8,7 +8,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.support import Api, SimConfig
+from tests.support import Api
 
 pytestmark = pytest.mark.e2e
 
@@ -73,17 +73,16 @@ def test_other_users_cannot_see_a_generation(api: Api, user: Api) -> None:
     assert response.json()["error"]["code"] == "not_found"
 
 
-def test_fal_422_fails_the_generation_with_fals_reason(api: Api, sim_config: SimConfig) -> None:
-    sim_config.set(submit_errors={"status": 422, "count": 1})
-    created = api.create({"prompt": "rejected by fal"}).json()
+def test_fal_422_fails_the_generation_with_fals_reason(api: Api) -> None:
+    # A per-request fault (a prompt marker): no other test's submit can consume it.
+    created = api.create({"prompt": "rejected by fal [fault:submit_422]"}).json()
     record = api.wait(created["id"], {"completed", "failed"})
     assert record["status"] == "failed"
     assert record["error"]["code"] == "fal_rejected"
-    assert record["error"]["message"]
+    assert "prompt" in record["error"]["message"]
 
 
-def test_transient_fal_errors_are_retried(api: Api, sim_config: SimConfig) -> None:
-    sim_config.set(submit_errors={"status": 500, "count": 2})
-    created = api.create({"prompt": "fal hiccups"}).json()
+def test_transient_fal_errors_are_retried(api: Api) -> None:
+    created = api.create({"prompt": "fal hiccups [fault:submit_500=2]"}).json()
     record = api.wait(created["id"], {"completed", "failed"}, timeout=90)
     assert record["status"] == "completed", record

@@ -14,22 +14,34 @@ import json
 import os
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from infra.falsim import SimConfig, SimulatorServer, load_private_key, sign_webhook
+from imagegen.webhook_signature import WebhookSignatureError, verify_signature
+from infra.falsim import (
+    Faults,
+    SimConfig,
+    SimulatorServer,
+    WebhookMode,
+    load_private_key,
+    prompt_faults,
+    sign_webhook,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -139,6 +151,12 @@ def verify_fal_signature(jwks: dict[str, Any], headers: dict[str, str], body: by
     raise AssertionError("no JWKS key verifies the webhook signature")
 
 
+class LocalHttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # The default backlog of 5 drops the rest of a burst of connections (retried 1 s later).
+    request_queue_size = 64
+
+
 class WebhookReceiver:
     """A plain-HTTP endpoint recording deliveries; can fail the next N with 500."""
 
@@ -165,8 +183,7 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = LocalHttpServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     @property
@@ -876,3 +893,348 @@ def test_failed_input_downloads_fail_the_request(
     # The reachable LoRA before the dead one was fetched; the request still failed.
     unreachable = sim_request(http, request_ids["unreachable"])["input_fetches"]
     assert [f["status"] for f in unreachable] == [200, None]
+
+
+# -- fault modes: per request (prompt markers) and per run (config) ----------------------
+
+
+def test_fault_markers_are_parsed() -> None:
+    faults = prompt_faults(
+        "a cat [fault:webhook_burst=5] in [FAULT:Image_Bomb] snow [fault:submit_500]"
+        "[fault:submit_429=2] [fault:no_such] [fault:webhook_late=soon] [fault:nsfw=1]"
+    )
+    assert faults.patch == {"webhook": "burst", "webhook_burst": 5, "image": "bomb"}
+    assert faults.submit_failures == (429, 429, 500)  # the rate limit comes first
+    assert not faults.refuse_submit
+    assert faults.applied == ("webhook_burst=5", "image_bomb", "submit_500", "submit_429=2")
+    assert [error.split(":")[0] for error in faults.errors] == [
+        "no_such",
+        "webhook_late=soon",
+        "nsfw=1",
+    ]
+    # The marker's patch applies over the run's faults; the last marker for a key wins.
+    last = prompt_faults("[fault:webhook_twice] [fault:webhook_never] [fault:lost]")
+    applied = Faults(webhook=WebhookMode.BURST, nsfw=True).updated(last.patch)
+    assert (applied.webhook, applied.outcome, applied.nsfw) == ("none", "lost", True)
+    assert prompt_faults("[fault:submit_422]").refuse_submit
+    assert prompt_faults("no markers [fault:]") == prompt_faults(None)
+
+
+def unique(text: str) -> str:
+    """A prompt no earlier submit used: submit faults are counted per distinct prompt."""
+    return f"{text} {uuid.uuid4().hex[:8]}"
+
+
+def test_submit_429_marker_is_retried_by_fal_client(
+    sim: SimulatorServer, http: httpx.Client
+) -> None:
+    outcome = run_fal(
+        sim,
+        """
+fal_client.client.MAX_ATTEMPTS = 3
+accepted = client.submit(ARGS["app"], {"prompt": ARGS["retried"]}).request_id
+fal_client.client.MAX_ATTEMPTS = 1
+refused = http_error(lambda: client.submit(ARGS["app"], {"prompt": ARGS["resubmitted"]}))
+emit({
+    "accepted": accepted,
+    "refused": refused,
+    "resubmitted": client.submit(ARGS["app"], {"prompt": ARGS["resubmitted"]}).request_id,
+})
+""",
+        app=SCHNELL,
+        retried=unique("[fault:submit_429=2] fox"),
+        resubmitted=unique("[fault:submit_429] fox"),
+    )
+    accepted = sim_request(http, outcome["accepted"])
+    assert accepted["rejected_submits"] == [429, 429]
+    assert accepted["fault_markers"] == ["submit_429=2"]
+    # One 429 refused the first call; the same prompt submitted again goes through.
+    assert outcome["refused"]["status_code"] == 429
+    assert sim_request(http, outcome["resubmitted"])["rejected_submits"] == [429]
+
+
+def test_submit_500_and_422_markers_take_precedence_over_config(
+    http: httpx.Client, configure: Callable[[dict[str, Any]], None]
+) -> None:
+    configure({"submit_errors": {"status": 503, "count": 1}})
+
+    def submit(prompt: str) -> httpx.Response:
+        return http.post(f"/{SCHNELL}", json={"prompt": prompt}, headers=KEY_HEADER)
+
+    failing = unique("[fault:submit_500=2] boat")
+    assert [submit(failing).status_code for _ in range(3)] == [500, 500, 200]
+    refused = unique("boat [fault:submit_422]")
+    for _ in range(2):  # a refusal of the input is for good
+        response = submit(refused)
+        assert response.status_code == 422
+        [detail] = response.json()["detail"]
+        assert (detail["loc"], detail["type"], detail["input"]) == (
+            ["body", "prompt"],
+            "content_policy_violation",
+            refused,
+        )
+        assert detail["msg"]
+    # The marked submits left the run's own submit error for the next plain submit.
+    assert http.get("/_sim/config").json()["submit_errors"] == {"status": 503, "count": 1}
+    assert submit("plain boat").status_code == 503
+    assert submit("plain boat").status_code == 200
+
+
+FAULT_PROMPTS = {
+    "twice": "[fault:webhook_twice]",
+    "burst": "[fault:webhook_burst=8]",
+    "late": "[fault:webhook_late=1.5]",
+    "never": "[fault:webhook_never]",
+    "out_of_order": "[fault:webhook_out_of_order]",
+    "bad_signature": "[fault:webhook_bad_signature]",
+    "stale_timestamp": "[fault:webhook_stale_timestamp]",
+    "unknown_key": "[fault:webhook_unknown_key]",
+    "status_error": "[fault:status_error]",
+    "lost": "[fault:lost]",
+    "nsfw": "[fault:nsfw]",
+    "redirect_loopback": "[fault:image_redirect_loopback=6553]",
+    "redirect_metadata": "[fault:image_redirect_metadata]",
+    "huge": "[fault:image_huge]",
+    "bomb": "[fault:image_bomb]",
+    "not_image": "[fault:image_not_image]",
+}
+
+
+@pytest.fixture(scope="module")
+def fault_runs(http: httpx.Client, receiver: WebhookReceiver) -> dict[str, str]:
+    """One request per prompt marker, submitted together so they run side by side."""
+    return {
+        name: submit_raw(
+            http, SCHNELL, {"prompt": f"{name} {marker}", "image_size": "square"}, receiver.url
+        )
+        for name, marker in FAULT_PROMPTS.items()
+    }
+
+
+def finished(http: httpx.Client, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The request's entry once the simulator will send no more webhooks for it."""
+    return wait_until(
+        lambda: (r := sim_request(http, request_id))["webhook_deliveries"]["finished"] and r,
+        timeout,
+    )
+
+
+def jwks_of(http: httpx.Client) -> dict[str, Any]:
+    return http.get("/.well-known/jwks.json").json()
+
+
+def signature_error(jwks: dict[str, Any], headers: dict[str, str], body: bytes) -> str | None:
+    """The product's verdict on a delivery: None if valid, else its error code."""
+    try:
+        verify_signature(headers, body, jwks, now=time.time())
+    except WebhookSignatureError as exc:
+        return exc.code
+    return None
+
+
+def test_webhook_twice_and_never(
+    fault_runs: dict[str, str], http: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    twice = finished(http, fault_runs["twice"])
+    deliveries = receiver.for_request(fault_runs["twice"])
+    assert len(deliveries) == twice["webhook_deliveries"]["count"] == 2
+    assert [signature_error(jwks_of(http), *d) for d in deliveries] == [None, None]
+    assert twice["faults"]["webhook"] == "twice"
+
+    never = finished(http, fault_runs["never"])
+    assert (never["status"], never["webhook_deliveries"]["count"]) == ("COMPLETED", 0)
+    assert receiver.for_request(fault_runs["never"]) == []
+
+
+def test_webhook_burst_sends_concurrent_identical_signed_copies(
+    fault_runs: dict[str, str], http: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    state = finished(http, fault_runs["burst"])
+    attempts = state["webhook_deliveries"]["attempts"]
+    assert sorted(a["copy"] for a in attempts) == list(range(8))
+    assert state["webhook_deliveries"]["succeeded"] == 8
+    # Released together: all answered within a moment of each other.
+    assert max(a["at"] for a in attempts) - min(a["at"] for a in attempts) < 1.0
+    deliveries = receiver.for_request(fault_runs["burst"])
+    assert len(deliveries) == 8
+    assert len({d[0]["x-fal-webhook-signature"] for d in deliveries}) == 1
+    assert len({d[1] for d in deliveries}) == 1
+    assert {signature_error(jwks_of(http), *d) for d in deliveries} == {None}
+
+
+def test_webhook_late_is_signed_when_sent(
+    fault_runs: dict[str, str], http: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    state = finished(http, fault_runs["late"])
+    [attempt] = state["webhook_deliveries"]["attempts"]
+    assert attempt["at"] - state["completed_at"] >= 1.5
+    [(headers, body)] = receiver.for_request(fault_runs["late"])
+    assert int(headers["x-fal-webhook-timestamp"]) >= int(state["completed_at"] + 1.5)
+    assert signature_error(jwks_of(http), headers, body) is None
+
+
+def test_webhook_out_of_order_delivers_the_older_signature_last(
+    fault_runs: dict[str, str], http: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    finished(http, fault_runs["out_of_order"])
+    newer, older = receiver.for_request(fault_runs["out_of_order"])
+    assert int(newer[0]["x-fal-webhook-timestamp"]) > int(older[0]["x-fal-webhook-timestamp"])
+    assert newer[1] == older[1]
+    assert signature_error(jwks_of(http), *newer) is None
+    assert signature_error(jwks_of(http), *older) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("bad_signature", "signature_mismatch"),
+        ("stale_timestamp", "stale_timestamp"),
+        ("unknown_key", "signature_mismatch"),
+    ],
+)
+def test_invalid_webhooks_fail_verification_and_no_good_one_follows(
+    fault_runs: dict[str, str],
+    http: httpx.Client,
+    receiver: WebhookReceiver,
+    name: str,
+    code: str,
+) -> None:
+    request_id = fault_runs[name]
+    state = finished(http, request_id)
+    [(headers, body)] = receiver.for_request(request_id)
+    jwks = jwks_of(http)
+    assert signature_error(jwks, headers, body) == code
+    assert [a["signature"] for a in state["webhook_deliveries"]["attempts"]] == [name]
+    if name == "stale_timestamp":
+        assert time.time() - int(headers["x-fal-webhook-timestamp"]) >= 590
+        # Old, but signed consistently with the published key.
+        verify_signature(headers, body, jwks, now=time.time(), tolerance_seconds=3600)
+    # The result is there for a watchdog that polls for it.
+    result = http.get(state["response_url"], headers=KEY_HEADER)
+    assert result.status_code == 200
+    assert json.loads(body)["payload"] == result.json()
+
+
+def test_status_error_fails_the_request_with_an_error_webhook(
+    fault_runs: dict[str, str], http: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    state = finished(http, fault_runs["status_error"])
+    [(headers, body)] = receiver.for_request(fault_runs["status_error"])
+    assert signature_error(jwks_of(http), headers, body) is None
+    webhook = json.loads(body)
+    assert webhook["status"] == "ERROR"
+    assert webhook["error"] and webhook["payload"]["detail"]
+    status = http.get(state["status_url"], headers=KEY_HEADER)
+    assert (status.status_code, status.json()["status"]) == (200, "COMPLETED")
+    assert status.json()["error"] == webhook["error"]
+    result = http.get(state["response_url"], headers=KEY_HEADER)
+    assert result.status_code == 500
+    assert result.json()["detail"] == webhook["payload"]["detail"]
+
+
+def test_lost_request_is_unknown_to_the_queue_and_never_calls_back(
+    fault_runs: dict[str, str], http: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    request_id = fault_runs["lost"]
+    state = finished(http, request_id)
+    assert (state["status"], state["faults"]["outcome"]) == ("IN_QUEUE", "lost")
+    for method, url in (
+        ("GET", state["status_url"]),
+        ("GET", state["response_url"]),
+        ("PUT", state["cancel_url"]),
+    ):
+        assert http.request(method, url, headers=KEY_HEADER).status_code == 404, method
+    # Its neighbours, submitted at the same time, have long completed by now.
+    finished(http, fault_runs["never"])
+    assert sim_request(http, request_id)["webhook_deliveries"]["count"] == 0
+    assert receiver.for_request(request_id) == []
+
+
+def test_nsfw_marker_flags_images(fault_runs: dict[str, str], http: httpx.Client) -> None:
+    state = finished(http, fault_runs["nsfw"])
+    assert state["output"]["has_nsfw_concepts"] == [True]
+    assert state["fault_markers"] == ["nsfw"]
+
+
+def fault_image_url(http: httpx.Client, request_id: str) -> str:
+    state = wait_until(lambda: (r := sim_request(http, request_id))["output"] and r)
+    [image] = state["output"]["images"]
+    return str(image["url"])
+
+
+def test_image_redirect_faults(fault_runs: dict[str, str], http: httpx.Client) -> None:
+    loopback = http.get(fault_image_url(http, fault_runs["redirect_loopback"]))
+    assert loopback.status_code == 302
+    location = urlsplit(loopback.headers["location"])
+    assert (location.scheme, location.hostname, location.port) == ("http", "127.0.0.1", 6553)
+    metadata = http.get(fault_image_url(http, fault_runs["redirect_metadata"]))
+    assert metadata.status_code == 302
+    assert metadata.headers["location"] == "http://169.254.169.254/computeMetadata/v1/"
+
+
+def test_image_huge_streams_far_more_than_25_mb(
+    fault_runs: dict[str, str], http: httpx.Client
+) -> None:
+    with http.stream("GET", fault_image_url(http, fault_runs["huge"])) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "image/jpeg"
+        assert "content-length" not in response.headers
+        size, head = 0, b""
+        for chunk in response.iter_raw():
+            head = head or chunk
+            size += len(chunk)
+    assert head.startswith(b"\xff\xd8\xff\xe0") and b"JFIF" in head[:16]
+    assert size == 40 * 1024 * 1024
+
+
+def test_image_bomb_and_not_image(fault_runs: dict[str, str], http: httpx.Client) -> None:
+    bomb = http.get(fault_image_url(http, fault_runs["bomb"]))
+    assert (bomb.status_code, bomb.headers["content-type"]) == (200, "image/png")
+    assert len(bomb.content) < 4096
+    assert struct.unpack(">II", bomb.content[16:24]) == (50_000, 50_000)  # IHDR
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(bomb.content))
+
+    page = http.get(fault_image_url(http, fault_runs["not_image"]))
+    assert (page.status_code, page.headers["content-type"]) == (200, "image/jpeg")
+    assert page.content.startswith(b"<!DOCTYPE html>")
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(page.content))
+
+
+def test_fault_modes_from_config_apply_to_every_request(
+    sim: SimulatorServer,
+    http: httpx.Client,
+    receiver: WebhookReceiver,
+    configure: Callable[[dict[str, Any]], None],
+) -> None:
+    current = http.get("/_sim/config").json()
+    assert {"webhook_burst", "webhook_late", "image", "image_redirect_port", "outcome"} <= set(
+        current
+    )
+    for bad in (
+        {"webhook": "sometimes"},
+        {"webhook_burst": 0},
+        {"image": "broken"},
+        {"image_redirect_port": 70000},
+        {"outcome": "gone"},
+    ):
+        assert http.post("/_sim/config", json=bad).status_code == 400, bad
+
+    configure({"webhook": "burst", "webhook_burst": 3, "image": "redirect_loopback"})
+    arguments = {"prompt": "plain", "image_size": "square"}
+    plain = submit_raw(http, SCHNELL, arguments, receiver.url)
+    # A marker wins over the run's setting, for its request only.
+    marked = submit_raw(
+        http, SCHNELL, {**arguments, "prompt": "[fault:webhook_never]"}, receiver.url
+    )
+    configure({"outcome": "lost"})
+    lost = submit_raw(http, SCHNELL, arguments, receiver.url)
+
+    assert finished(http, plain)["webhook_deliveries"]["count"] == 3
+    redirect = http.get(fault_image_url(http, plain))
+    assert redirect.headers["location"].startswith(f"http://127.0.0.1:{sim.port}/files/{plain}/")
+    state = finished(http, marked)
+    assert (state["faults"]["webhook"], state["webhook_deliveries"]["count"]) == ("none", 0)
+    assert state["faults"]["image"] == "redirect_loopback"
+    assert http.get(sim_request(http, lost)["status_url"], headers=KEY_HEADER).status_code == 404

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from imagegen import context
 from imagegen.accept import build_generation
 from imagegen.auth import Principal, authenticate, issue_api_key
-from imagegen.errors import AuthenticationError
+from imagegen.errors import AuthenticationError, RetryableError
+from imagegen.lifecycle import IngestClaim, Lease
 from imagegen.models.records import (
     ErrorInfo,
     GenerationStatus,
     PartStatus,
     StoredImage,
 )
+from imagegen.repository import FalRequestRef
 from imagegen.validation import parse_generation_request
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+LEASE = timedelta(seconds=90)
+LATER = NOW + timedelta(hours=1)
 
 
 def _new_generation(body: bytes = b'{"prompt": "a red fox", "numImages": 2}'):
@@ -59,16 +66,45 @@ def test_missing_generation_is_none(stack_env) -> None:
 def test_submission_then_completion(stack_env) -> None:
     repo = context.generations()
     generation = _new_generation()
-    submitted = repo.record_submission(generation.id, 0, f"req-{generation.id}", NOW)
+    request = f"req-{generation.id}"
+    claimed = repo.claim_submission(generation.id, 0, Lease("d1", NOW, LEASE))
+    assert claimed.parts[0].status is PartStatus.SUBMITTING
+    assert (claimed.parts[0].claim_id, claimed.parts[0].submit_attempts) == ("d1", 1)
+    assert claimed.status is GenerationStatus.QUEUED
+    # A second delivery cannot claim the part while the first holds it: one fal request.
+    assert repo.claim_submission(generation.id, 0, Lease("d2", NOW, LEASE)) is None
+    # Only the holder records fal's id.
+    assert repo.record_submission(generation.id, 0, "d2", "another", NOW) is None
+    assert repo.find_fal_request("another") is None
+
+    submitted = repo.record_submission(generation.id, 0, "d1", request, NOW)
     assert submitted.status is GenerationStatus.SUBMITTED
-    assert repo.find_fal_request(f"req-{generation.id}").generation_id == generation.id
-    # A second submission of the same part is refused: exactly one fal request per part.
-    assert repo.record_submission(generation.id, 0, "another", NOW) is None
+    assert submitted.parts[0].status is PartStatus.SUBMITTED
+    assert submitted.parts[0].fal_request_id == request
+    assert submitted.parts[0].claim_id is None
+    assert repo.find_fal_request(request) == FalRequestRef(generation.id, 0)
+    # Exactly one submission per part: not recorded twice, not claimed again (even later).
+    assert repo.record_submission(generation.id, 0, "d1", "another", NOW) is None
+    assert repo.claim_submission(generation.id, 0, Lease("d3", LATER, LEASE)) is None
+    assert repo.find_fal_request("another") is None
+    assert repo.get(generation.id) == submitted
+
+    claim, ingesting = repo.claim_ingest(generation.id, 0, request, Lease("w1", NOW, LEASE))
+    assert claim is IngestClaim.CLAIMED
+    assert ingesting.parts[0].status is PartStatus.INGESTING
+    assert ingesting.parts[0].claim_id == "w1"
+    # A second delivery of the webhook meanwhile: the holder is copying.
+    assert repo.claim_ingest(generation.id, 0, request, Lease("w2", NOW, LEASE)) == (
+        IngestClaim.BUSY,
+        None,
+    )
+    # ... and cannot complete the part in the holder's place.
+    assert repo.complete_part(generation.id, 0, "w2", [_image(generation, 0)], "9", {}, NOW) is None
 
     done = repo.complete_part(
         generation.id,
         0,
-        f"req-{generation.id}",
+        "w1",
         [_image(generation, 1), _image(generation, 0)],
         "7",
         {"inference": 1},
@@ -77,10 +113,148 @@ def test_submission_then_completion(stack_env) -> None:
     assert done.status is GenerationStatus.COMPLETED
     assert [image.index for image in done.images] == [0, 1]
     assert done.parts[0].status is PartStatus.COMPLETED
+    assert done.parts[0].claim_id is None
     assert done.seed == "7"
-    # A duplicate completion changes nothing.
-    assert repo.complete_part(generation.id, 0, "x", [_image(generation, 5)], "9", {}, NOW) is None
+    # A duplicate completion changes nothing, by the holder or anyone else, even later.
+    for claim_id, now in (("w1", NOW), ("w2", NOW), ("x", LATER)):
+        assert (
+            repo.complete_part(generation.id, 0, claim_id, [_image(generation, 5)], "9", {}, now)
+            is None
+        )
+    assert repo.claim_ingest(generation.id, 0, request, Lease("w3", LATER, LEASE)) == (
+        IngestClaim.ENDED,
+        None,
+    )
     assert repo.get(generation.id) == done
+
+
+def test_parts_complete_in_any_order_with_images_in_order(stack_env) -> None:
+    """5 images are two parts (4 + 1), each with its own fal request and lookup."""
+    repo = context.generations()
+    generation = _new_generation(b'{"prompt": "a red fox", "numImages": 5}')
+    assert [(p.first_image, p.num_images) for p in generation.parts] == [(0, 4), (4, 1)]
+    for index in (0, 1):
+        assert repo.claim_submission(generation.id, index, Lease(f"d{index}", NOW, LEASE))
+        assert repo.record_submission(generation.id, index, f"d{index}", f"r{index}", NOW)
+        assert repo.find_fal_request(f"r{index}") == FalRequestRef(generation.id, index)
+        claim, _ = repo.claim_ingest(
+            generation.id, index, f"r{index}", Lease(f"w{index}", NOW, LEASE)
+        )
+        assert claim is IngestClaim.CLAIMED
+
+    first = repo.complete_part(generation.id, 1, "w1", [_image(generation, 4)], "2", {}, NOW)
+    assert first.status is GenerationStatus.SUBMITTED
+    assert [image.index for image in first.images] == [4]
+    images = [_image(generation, i) for i in (3, 0, 2, 1)]
+    done = repo.complete_part(generation.id, 0, "w0", images, "1", {}, NOW)
+    assert done.status is GenerationStatus.COMPLETED
+    assert [image.index for image in done.images] == [0, 1, 2, 3, 4]
+    assert done.seed == "1"
+    assert repo.get(generation.id) == done
+
+
+def test_an_early_webhook_wins_over_the_dispatchers_record(stack_env) -> None:
+    """Decision 0003: the webhook may claim a part the dispatcher still holds; the late
+    record then moves nothing back (and writes no lookup)."""
+    repo = context.generations()
+    generation = _new_generation()
+    assert repo.claim_submission(generation.id, 0, Lease("d1", NOW, LEASE))
+    claim, ingesting = repo.claim_ingest(generation.id, 0, "r-early", Lease("w1", NOW, LEASE))
+    assert claim is IngestClaim.CLAIMED
+    assert ingesting.status is GenerationStatus.SUBMITTED
+    assert repo.record_submission(generation.id, 0, "d1", "r-early", NOW) is None
+    assert repo.release_submission(generation.id, 0, "d1", NOW) is None
+    assert repo.find_fal_request("r-early") is None
+    assert repo.get(generation.id) == ingesting
+    done = repo.complete_part(
+        generation.id, 0, "w1", [_image(generation, 0), _image(generation, 1)], None, {}, NOW
+    )
+    assert done.status is GenerationStatus.COMPLETED
+
+
+def test_released_claims_can_be_taken_again(stack_env) -> None:
+    repo = context.generations()
+    generation = _new_generation()
+    assert repo.claim_submission(generation.id, 0, Lease("d1", NOW, LEASE))
+    assert repo.release_submission(generation.id, 0, "other", NOW) is None
+    released = repo.release_submission(generation.id, 0, "d1", NOW)
+    assert released.parts[0].status is PartStatus.PENDING
+    again = repo.claim_submission(generation.id, 0, Lease("d2", NOW, LEASE))
+    assert again.parts[0].submit_attempts == 2
+    assert repo.record_submission(generation.id, 0, "d2", f"r-{generation.id}", NOW)
+
+    assert repo.claim_ingest(generation.id, 0, f"r-{generation.id}", Lease("w1", NOW, LEASE))[
+        0
+    ] is (IngestClaim.CLAIMED)
+    assert repo.release_ingest(generation.id, 0, "other", NOW) is None
+    assert repo.release_ingest(generation.id, 0, "w1", NOW).parts[0].status is PartStatus.SUBMITTED
+    claim, _ = repo.claim_ingest(generation.id, 0, f"r-{generation.id}", Lease("w2", NOW, LEASE))
+    assert claim is IngestClaim.CLAIMED
+
+
+def test_a_lapsed_claim_is_taken_over(stack_env) -> None:
+    """Leases survive the Firestore round trip (timestamps compare with `now`)."""
+    repo = context.generations()
+    generation = _new_generation()
+    assert repo.claim_submission(generation.id, 0, Lease("d1", NOW, LEASE))
+    assert repo.claim_submission(generation.id, 0, Lease("d2", NOW + LEASE / 2, LEASE)) is None
+    taken = repo.claim_submission(generation.id, 0, Lease("d2", NOW + LEASE, LEASE))
+    assert (taken.parts[0].claim_id, taken.parts[0].submit_attempts) == ("d2", 2)
+    assert repo.record_submission(generation.id, 0, "d1", "r-stale", NOW + LEASE) is None
+
+
+def test_claim_ingest_of_a_missing_generation(stack_env) -> None:
+    missing = str(uuid.uuid4())
+    assert context.generations().claim_ingest(missing, 0, "r", Lease("w", NOW, LEASE)) == (
+        IngestClaim.ENDED,
+        None,
+    )
+
+
+def _race(calls: list[Callable[[], object]]) -> list[object]:
+    """Runs the calls at once from threads; a contention error is retried, as a redelivery
+    would be."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], object]) -> object:
+        barrier.wait()
+        for _ in range(5):
+            try:
+                return call()
+            except RetryableError:
+                continue
+        raise AssertionError("still contended after 5 deliveries")
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_concurrent_submission_claims_have_one_winner(stack_env) -> None:
+    repo = context.generations()
+    generation = _new_generation()
+    claims = ["d1", "d2"]
+    results = _race(
+        [lambda c=c: repo.claim_submission(generation.id, 0, Lease(c, NOW, LEASE)) for c in claims]
+    )
+    winners = [c for c, r in zip(claims, results, strict=True) if r is not None]
+    assert len(winners) == 1
+    stored = repo.get(generation.id).parts[0]
+    assert stored.status is PartStatus.SUBMITTING
+    assert (stored.claim_id, stored.submit_attempts) == (winners[0], 1)
+
+
+def test_concurrent_ingest_claims_have_one_winner(stack_env) -> None:
+    repo = context.generations()
+    generation = _new_generation()
+    claims = ["w1", "w2"]
+    results = _race(
+        [lambda c=c: repo.claim_ingest(generation.id, 0, "r", Lease(c, NOW, LEASE)) for c in claims]
+    )
+    assert sorted(claim for claim, _ in results) == [IngestClaim.BUSY, IngestClaim.CLAIMED]
+    winner = next(
+        c for c, (claim, _) in zip(claims, results, strict=True) if claim is IngestClaim.CLAIMED
+    )
+    assert repo.get(generation.id).parts[0].claim_id == winner
 
 
 def test_fail_is_terminal(stack_env) -> None:
@@ -92,6 +266,33 @@ def test_fail_is_terminal(stack_env) -> None:
     assert repo.fail(generation.id, ErrorInfo(code="again", message="x"), NOW) is None
     assert repo.complete_part(generation.id, 0, "r", [_image(generation, 0)], None, {}, NOW) is None
     assert repo.get(generation.id).error.code == "fal_rejected"
+
+
+def test_cancel_is_asked_of_the_fresh_record(stack_env) -> None:
+    repo = context.generations()
+    generation = _new_generation()
+    assert repo.cancel(generation.id, NOW, lambda g: False) is None
+    assert repo.get(generation.id).status is GenerationStatus.QUEUED
+    seen: list[GenerationStatus] = []
+    canceled = repo.cancel(generation.id, NOW, lambda g: seen.append(g.status) or True)
+    assert seen[-1] is GenerationStatus.QUEUED
+    assert canceled.status is GenerationStatus.CANCELED
+    assert canceled.parts[0].status is PartStatus.CANCELED
+    assert repo.cancel(generation.id, NOW, lambda g: True) is None
+    assert repo.request_cancel(generation.id, NOW) is None
+
+
+def test_fail_after_request_cancel_is_a_cancel(stack_env) -> None:
+    repo = context.generations()
+    generation = _new_generation()
+    assert repo.withdraw_cancel(generation.id, NOW) is None
+    assert repo.request_cancel(generation.id, NOW).cancel_requested_at == NOW
+    assert repo.withdraw_cancel(generation.id, NOW).cancel_requested_at is None
+    assert repo.request_cancel(generation.id, NOW)
+    ended = repo.fail(generation.id, ErrorInfo(code="fal_error", message="canceled"), NOW)
+    assert ended.status is GenerationStatus.CANCELED
+    assert ended.error is None
+    assert repo.get(generation.id) == ended
 
 
 def test_api_keys_are_stored_hashed(stack_env) -> None:

@@ -29,7 +29,9 @@ TERMINAL_STATUSES = frozenset(
 
 class PartStatus(StrEnum):
     PENDING = "pending"
+    SUBMITTING = "submitting"  # a dispatcher holds the claim and is calling fal
     SUBMITTED = "submitted"
+    INGESTING = "ingesting"  # a webhook (or the watchdog) holds the claim and is copying
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELED = "canceled"
@@ -76,6 +78,11 @@ class GenerationPart(Record):
     seed: str | None = None
     status: PartStatus = PartStatus.PENDING
     fal_request_id: str | None = None
+    # Who holds the part while SUBMITTING or INGESTING, and until when (a crashed holder's
+    # claim lapses, and the next delivery takes over).
+    claim_id: str | None = None
+    claim_expires_at: datetime | None = None
+    submit_attempts: int = 0
     submitted_at: datetime | None = None
     completed_at: datetime | None = None
     timings: dict[str, Any] = Field(default_factory=dict)

@@ -12,12 +12,14 @@ from datetime import datetime
 from typing import Any
 
 import flask
+from pydantic import RootModel
 from werkzeug.routing import Rule
 
 from imagegen import accept, cancel, context, history
 from imagegen.errors import NotFoundError, UpstreamRejectedError
 from imagegen.models.base import ResponseModel
 from imagegen.models.records import Generation, GenerationStatus
+from imagegen.models.requests import GenerationRequest
 from imagegen.openapi import Operation
 from imagegen.routes.common import principal, valid_id
 from imagegen.routes.generations import get_generation_for
@@ -35,6 +37,10 @@ RULES = [
     Rule("/api/images/<image_id>/", endpoint="seed001_get_image", methods=["GET"]),
     Rule("/api/images/<image_id>/", endpoint="seed001_delete_image", methods=["DELETE"]),
 ]
+
+
+class Seed000LoraList(RootModel[list[LoraView]]):
+    """Seed 000's answer: a bare list of LoRAs."""
 
 
 class Seed000Result(ResponseModel):
@@ -80,15 +86,16 @@ OPERATIONS = [
         "/api/get-lora-models",
         "Seed 000: LoRAs with signed URLs (a bare list)",
         "seed aliases",
-        responses={200: LoraView},
+        responses={200: Seed000LoraList},
     ),
     Operation(
         "POST",
         "/api/generate-image",
         "Seed 000: generate and wait for the images",
         "seed aliases",
-        body=None,
-        responses={200: Seed000Result, 202: AcceptedView},
+        body=GenerationRequest,
+        # 502: the generation failed at fal.ai (the body names fal's error and the id).
+        responses={200: Seed000Result, 202: AcceptedView, 502: None},
     ),
     Operation(
         "GET",

@@ -1,0 +1,13 @@
+"""Cloud Function `watchdog`: Cloud Tasks' checks on fal requests whose webhook is late."""
+
+import functions_framework
+
+from imagegen import watchdog_routes
+from imagegen.logging_setup import configure_logging
+
+configure_logging()
+
+
+@functions_framework.http
+def watchdog(request):
+    return watchdog_routes.handle(request)

@@ -1,0 +1,146 @@
+"""The watchdog: what happens to a fal request whose webhook never comes.
+
+fal's webhook can be lost, late, or refused (a bad signature). When a fal request is
+submitted, a Cloud Task is scheduled at the model's deadline; its handler asks fal:
+
+- finished, and no result recorded → fetch the result and ingest it through the webhook's
+  own code path (`imagegen.ingest`), so there is one way a result becomes images;
+- still queued or running → check again later, a bounded number of times, then fail;
+- fal does not know the request → resubmit the part once, else fail with a reason.
+
+A webhook arriving meanwhile wins the ingest claim and the check finds the part done.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagegen import accept
+from imagegen.errors import UpstreamRejectedError
+from imagegen.fal_gateway import FalGateway, FalState
+from imagegen.ingest import Collaborators, ingest
+from imagegen.models.events import FalWebhook
+from imagegen.models.records import ErrorInfo, Generation, PartStatus
+from imagegen.registry import get_model
+from imagegen.settings import Settings
+from imagegen.task_queue import TaskQueue, task_id
+from imagegen.webhook_url import PartRef
+
+log = logging.getLogger(__name__)
+MAX_SUBMIT_ATTEMPTS = 2  # the first submit and one resubmit after fal lost the request
+
+
+class WatchdogCheck(BaseModel):
+    """The body of a watchdog task."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    generation_id: str = Field(alias="generationId", min_length=1, max_length=128)
+    part: int = Field(ge=0, le=64)
+    fal_request_id: str = Field(alias="falRequestId", min_length=1, max_length=256)
+    check: int = Field(1, ge=1, le=1000)
+
+
+class Verdict(StrEnum):
+    ENDED = "ended"
+    DONE = "done"
+    SUPERSEDED = "superseded"
+    RESCHEDULED = "rescheduled"
+    INGESTED = "ingested"
+    RESUBMITTED = "resubmitted"
+    FAILED = "failed"
+
+
+class Watchdog:
+    def __init__(self, queue: TaskQueue, settings: Settings) -> None:
+        self._queue = queue
+        self._settings = settings
+
+    def schedule(
+        self, generation: Generation, part: int, fal_request_id: str, check: int = 1
+    ) -> bool:
+        """Schedules check number `check`; False if it was already scheduled."""
+        if check == 1:
+            spec = get_model(generation.model)
+            delay = self._settings.watchdog_first_check_seconds
+            if delay is None:
+                delay = spec.watchdog_seconds if spec else 120.0
+        else:
+            delay = self._settings.watchdog_recheck_seconds
+        body = WatchdogCheck(
+            generation_id=generation.id, part=part, fal_request_id=fal_request_id, check=check
+        )
+        return self._queue.enqueue(
+            task_id("watchdog", generation.id, part, fal_request_id, check),
+            self._settings.watchdog_url,
+            body.model_dump(by_alias=True),
+            delay,
+        )
+
+
+def run_check(
+    check: WatchdogCheck,
+    collaborators: Collaborators,
+    gateway: FalGateway,
+    watchdog: Watchdog,
+    settings: Settings,
+) -> Verdict:
+    repo = collaborators.repo
+    generation = repo.get(check.generation_id)
+    if generation is None or generation.is_terminal or check.part >= len(generation.parts):
+        return Verdict.ENDED
+    part = generation.part(check.part)
+    if part.status is PartStatus.COMPLETED:
+        return Verdict.DONE
+    if part.fal_request_id not in (None, check.fal_request_id):
+        return Verdict.SUPERSEDED  # the part was resubmitted: that request has its own check
+    context = {
+        "generationId": generation.id,
+        "part": check.part,
+        "falRequestId": check.fal_request_id,
+        "check": check.check,
+    }
+    status = gateway.status(generation.fal_app, check.fal_request_id)
+
+    if status.state is FalState.LOST:
+        if part.submit_attempts < MAX_SUBMIT_ATTEMPTS and repo.requeue_lost(
+            generation.id, check.part, check.fal_request_id, datetime.now(UTC)
+        ):
+            accept.publish_generation(settings, generation.id)
+            log.warning("fal lost the request: resubmitting", extra=context)
+            return Verdict.RESUBMITTED
+        repo.fail(
+            generation.id,
+            ErrorInfo(code="fal_lost_request", message="fal.ai lost the request"),
+            datetime.now(UTC),
+        )
+        return Verdict.FAILED
+
+    if status.state in (FalState.QUEUED, FalState.RUNNING):
+        if check.check >= settings.watchdog_max_checks:
+            repo.fail(
+                generation.id,
+                ErrorInfo(
+                    code="fal_timeout", message=f"fal.ai did not finish after {check.check} checks"
+                ),
+                datetime.now(UTC),
+            )
+            return Verdict.FAILED
+        watchdog.schedule(generation, check.part, check.fal_request_id, check.check + 1)
+        return Verdict.RESCHEDULED
+
+    # Completed at fal, but no result recorded here: the webhook was lost or refused.
+    log.warning("fal finished but no webhook was processed: ingesting", extra=context)
+    try:
+        payload = gateway.result(generation.fal_app, check.fal_request_id)
+        webhook = FalWebhook(request_id=check.fal_request_id, status="OK", payload=payload)
+    except UpstreamRejectedError as exc:
+        webhook = FalWebhook(
+            request_id=check.fal_request_id, status="ERROR", error=status.error or exc.message
+        )
+    ingest(webhook, PartRef(generation.id, check.part), collaborators)
+    return Verdict.INGESTED

@@ -1,0 +1,63 @@
+"""The `watchdog` function: Cloud Tasks calls it to check on a fal request.
+
+200 ends the task (whatever the verdict); 503 makes Cloud Tasks retry it with the queue's
+backoff; 401/403 for a caller that is not Cloud Tasks; 400/422 for a body that can never
+be handled (Cloud Tasks retries those too, so they are logged loudly).
+"""
+
+from __future__ import annotations
+
+import flask
+import pydantic
+from werkzeug.routing import Map, Rule
+
+from imagegen import context
+from imagegen.ingest import Collaborators
+from imagegen.settings import get_settings
+from imagegen.task_auth import authorize_task_call
+from imagegen.validation import load_body, problems_from_pydantic, raise_validation
+from imagegen.watchdog import WatchdogCheck, run_check
+from imagegen.web import dispatch, json_response, read_body
+
+URL_MAP = Map(
+    [
+        Rule("/healthz", endpoint="health", methods=["GET"]),
+        Rule("/", endpoint="check", methods=["POST"]),
+    ],
+    strict_slashes=False,
+)
+
+
+def health(_: flask.Request) -> flask.Response:
+    return json_response({"status": "ok"})
+
+
+def check(request: flask.Request) -> flask.Response:
+    settings = get_settings()
+    authorize_task_call(
+        request.headers.get("Authorization"),
+        settings.watchdog_invoker,
+        settings.watchdog_url.split("?")[0],
+    )
+    body = read_body(request, 16 * 1024)
+    load_body(body)
+    try:
+        task = WatchdogCheck.model_validate_json(body)
+    except pydantic.ValidationError as exc:
+        raise_validation(problems_from_pydantic(exc))
+        raise
+    verdict = run_check(
+        task,
+        Collaborators(context.generations(), context.image_store(), context.image_fetcher()),
+        context.fal_gateway(),
+        context.watchdog(),
+        settings,
+    )
+    return json_response({"verdict": verdict.value})
+
+
+HANDLERS = {"health": health, "check": check}
+
+
+def handle(request: flask.Request) -> flask.Response:
+    return dispatch(request, URL_MAP, HANDLERS)
