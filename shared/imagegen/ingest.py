@@ -104,10 +104,13 @@ def _copy(
 def _discard_orphans(
     c: Collaborators, generation_id: str, part_index: int, images: list[StoredImage]
 ) -> None:
-    """Deletes what this delivery uploaded if no record refers to it: the generation was
-    canceled or deleted while the images were being copied. A duplicate delivery racing
-    the one that won wrote the same paths, which the record does refer to: kept."""
+    """Deletes what this delivery uploaded if no record will refer to it: the generation
+    was deleted, or ended (canceled, failed) without this part, while the images were being
+    copied. While the generation runs, whoever holds the part writes the same paths: kept."""
     current = c.repo.get(generation_id)
+    if current is not None and not current.is_terminal:
+        # Another delivery took the part over: it writes these same paths, and will own them.
+        return
     if current is not None and current.part(part_index).status is PartStatus.COMPLETED:
         return
     paths = [image.path for image in images]

@@ -188,7 +188,8 @@ def complete_part(
     now: datetime,
 ) -> bool:
     """The claim holder stored the part's images. A holder whose claim lapsed and was taken
-    over may still finish first: its images are the same objects (deterministic paths)."""
+    over is refused while the taker's lease is live (the taker completes: its objects are
+    the same paths); once no live claim remains, a late holder may finish."""
     part = generation.part(index)
     if generation.is_terminal or part.status is not PartStatus.INGESTING:
         return False

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     watchdog_first_check_seconds: float | None = Field(
         None, ge=0, description="Overrides every model's own deadline (tests)."
     )
+    webhook_ingest_budget_seconds: float = Field(
+        10.0, gt=0, le=14, description="fal waits 15 s: past this, the copy is handed off."
+    )
     watchdog_recheck_seconds: float = Field(30.0, ge=0)
     watchdog_max_checks: int = Field(20, ge=1)
     fal_key: SecretStr = Field(SecretStr(""), description="fal.ai API key (Secret Manager).")

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from imagegen import accept
 from imagegen.errors import UpstreamRejectedError
 from imagegen.fal_gateway import FalGateway, FalState
-from imagegen.ingest import Collaborators, ingest
+from imagegen.ingest import Collaborators, Outcome, ingest
 from imagegen.models.events import FalWebhook
 from imagegen.models.records import ErrorInfo, Generation, PartStatus
 from imagegen.registry import get_model
@@ -61,10 +61,21 @@ class Watchdog:
         self._settings = settings
 
     def schedule(
-        self, generation: Generation, part: int, fal_request_id: str, check: int = 1
+        self,
+        generation: Generation,
+        part: int,
+        fal_request_id: str,
+        check: int = 1,
+        *,
+        delay: float | None = None,
+        kind: str = "check",
     ) -> bool:
-        """Schedules check number `check`; False if it was already scheduled."""
-        if check == 1:
+        """Schedules check number `check` (`delay` seconds from now, else the model's or the
+        recheck interval); False if it was already scheduled. `kind` keeps a hand-off from
+        the webhook apart from the regular checks of the same request."""
+        if delay is not None:
+            pass
+        elif check == 1:
             spec = get_model(generation.model)
             delay = self._settings.watchdog_first_check_seconds
             if delay is None:
@@ -75,7 +86,7 @@ class Watchdog:
             generation_id=generation.id, part=part, fal_request_id=fal_request_id, check=check
         )
         return self._queue.enqueue(
-            task_id("watchdog", generation.id, part, fal_request_id, check),
+            task_id("watchdog", kind, generation.id, part, fal_request_id, check),
             self._settings.watchdog_url,
             body.model_dump(by_alias=True),
             delay,
@@ -142,5 +153,10 @@ def run_check(
         webhook = FalWebhook(
             request_id=check.fal_request_id, status="ERROR", error=status.error or exc.message
         )
-    ingest(webhook, PartRef(generation.id, check.part), collaborators)
+    outcome = ingest(webhook, PartRef(generation.id, check.part), collaborators)
+    if outcome is Outcome.IN_PROGRESS:
+        # Someone holds the copy (a webhook past its budget): look again after it.
+        if check.check < settings.watchdog_max_checks:
+            watchdog.schedule(generation, check.part, check.fal_request_id, check.check + 1)
+        return Verdict.RESCHEDULED
     return Verdict.INGESTED

@@ -7,6 +7,10 @@ unknown request: fal must stop retrying); 401 for a bad signature, with nothing 
 
 from __future__ import annotations
 
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
 import flask
 import pydantic
 from werkzeug.routing import Map, Rule
@@ -17,6 +21,10 @@ from imagegen.ingest import Collaborators, ingest
 from imagegen.models.events import FalWebhook
 from imagegen.settings import get_settings
 from imagegen.web import dispatch, json_response, read_body
+
+log = logging.getLogger(__name__)
+# Copies run on these threads, so the request can answer fal in time however long they take.
+_copiers = ThreadPoolExecutor(max_workers=32, thread_name_prefix="ingest")
 
 # fal's webhook body carries image URLs, never image bytes.
 MAX_WEBHOOK_BYTES = 1024 * 1024
@@ -51,12 +59,34 @@ def receive(request: flask.Request) -> flask.Response:
             "Signed request id does not match the body", code="request_id_mismatch"
         )
     ref = webhook_url.parse(request.args.to_dict(), settings.webhook_hmac_key_bytes())
-    outcome = ingest(
-        webhook,
-        ref,
-        Collaborators(context.generations(), context.image_store(), context.image_fetcher()),
+    collaborators = Collaborators(
+        context.generations(), context.image_store(), context.image_fetcher()
     )
+    work = _copiers.submit(ingest, webhook, ref, collaborators)
+    try:
+        outcome = work.result(timeout=settings.webhook_ingest_budget_seconds)
+    except FutureTimeout:
+        return _hand_off(webhook, ref, collaborators)
     return json_response({"status": outcome.value})
+
+
+def _hand_off(
+    webhook: FalWebhook, ref: webhook_url.PartRef | None, collaborators: Collaborators
+) -> flask.Response:
+    """fal waits 15 s for an answer. The copy goes on here while it can; an immediate
+    watchdog check takes over if this instance stops (it fetches the result from fal and
+    ingests it through the same code path), so answering 200 now loses nothing."""
+    located = ref
+    if located is None:
+        found = collaborators.repo.find_fal_request(webhook.request_id)
+        located = webhook_url.PartRef(found.generation_id, found.part_index) if found else None
+    generation = collaborators.repo.get(located.generation_id) if located else None
+    if located is not None and generation is not None:
+        context.watchdog().schedule(
+            generation, located.part_index, webhook.request_id, delay=0, kind="handoff"
+        )
+    log.warning("copy handed off to the watchdog", extra={"falRequestId": webhook.request_id})
+    return json_response({"status": "deferred"})
 
 
 HANDLERS = {"health": health, "receive": receive}

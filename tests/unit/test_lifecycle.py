@@ -995,22 +995,11 @@ def test_random_deliveries_reach_every_ending() -> None:
 # --- known bug: a taken-over ingest deletes the taker's objects -----------------------
 
 
-def test_bug_a_refused_taken_over_ingest_does_not_delete_the_takers_objects() -> None:
-    """BUG (left failing on purpose; product code untouched): imagegen.ingest.
-
-    A webhook delivery W1 claims a part and copies for longer than INGEST_LEASE; fal's
+def test_a_refused_taken_over_ingest_does_not_delete_the_takers_objects() -> None:
+    """A webhook delivery W1 claims a part and copies for longer than INGEST_LEASE; fal's
     redelivery (or the watchdog) W2 takes the lapsed claim over and copies the same result
-    to the same deterministic paths. W1 finishes first: lifecycle.complete_part refuses it,
-    because W2's lease is live (contrary to complete_part's docstring, "A holder whose claim
-    lapsed and was taken over may still finish first"). ingest then calls _discard_orphans,
-    which deletes every path W1 wrote unless the part is already COMPLETED; it is INGESTING
-    (W2 is still copying), so W1 deletes the objects W2 has uploaded or is uploading. W2 then
-    completes, and the completed generation's images point at deleted objects.
-
-    Fix either side: _discard_orphans should delete only when the generation is gone or
-    terminal (not while another delivery holds the part), or complete_part should accept
-    a taken-over holder as its docstring says.
-    """
+    to the same deterministic paths. W1 finishes first and complete_part refuses it (W2's
+    lease is live): W1 must not then delete the objects W2 owns."""
     from types import SimpleNamespace
 
     from imagegen import ingest
