@@ -6,12 +6,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 API_PORT ?= 8080
 
-.PHONY: help setup check-tools demo dev test test-unit lint clean
+.PHONY: help setup check-tools demo dev test test-unit fuzz lint clean
 
 help:
 	@echo "make demo   set up, start the stack, generate 2 images into demo-output/, stop"
 	@echo "make dev    run the whole local stack in the foreground (API on :$(API_PORT))"
 	@echo "make test   run every test (starts and stops the emulators it needs)"
+	@echo "make fuzz   schemathesis against a fresh stack's /openapi.json (FUZZ_ARGS=\"--seed 7\")"
 	@echo "make lint   ruff"
 
 # uv installs exactly what uv.lock pins; it is fetched from PyPI if the machine lacks it.
@@ -42,6 +43,9 @@ dev: setup
 
 test: setup
 	@$(PY) -m pytest -q
+
+fuzz: setup
+	@$(PY) -m infra.fuzz $(FUZZ_ARGS)
 
 test-unit: $(VENV)/.synced
 	@$(PY) -m pytest -q tests/unit

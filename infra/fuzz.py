@@ -531,8 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         "--max-examples",
         type=int,
         default=DEFAULT_MAX_EXAMPLES,
-        help="random requests in all, after the coverage phase "
-        f"(default {DEFAULT_MAX_EXAMPLES})",
+        help=f"random requests in all, after the coverage phase (default {DEFAULT_MAX_EXAMPLES})",
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="generation seed")
     parser.add_argument(

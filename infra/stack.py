@@ -48,6 +48,7 @@ FUNCTIONS = (
     ("webhook", "webhook", "webhook", "http"),
     ("watchdog", "watchdog", "watchdog", "http"),
     ("deadletter", "deadletter", "deadletter", "cloudevent"),
+    ("cleanup", "cleanup", "cleanup", "http"),
 )
 # Eventarc's Pub/Sub triggers: (relay name, subscription, topic, function)
 TRIGGERS = (
@@ -94,6 +95,8 @@ class LocalStack:
     # Watchdog timing: production waits per model (minutes); locally seconds keep tests fast.
     watchdog_first_check: float = 20.0
     watchdog_recheck: float = 2.0
+    # The simulator accepts any key; tests pass a recognisable one to prove it never leaks.
+    fal_key: str | None = None
     # False: no simulator; the dispatcher calls the real fal.ai with FAL_KEY.
     simulate_fal: bool = True
     processes: dict[str, Managed] = field(default_factory=dict)
@@ -112,6 +115,7 @@ class LocalStack:
             "webhook": free_port(),
             "watchdog": free_port(),
             "deadletter": free_port(),
+            "cleanup": free_port(),
             "tasks": free_port(),
         }
 
@@ -134,12 +138,13 @@ class LocalStack:
             "API_URL": f"http://127.0.0.1:{p['api']}",
             "WEBHOOK_URL": f"http://127.0.0.1:{p['webhook']}/",
             "WATCHDOG_URL": f"http://127.0.0.1:{p['watchdog']}/",
+            "CLEANUP_URL": f"http://127.0.0.1:{p['cleanup']}/",
             "TASKS_QUEUE": TASKS_QUEUE,
             "TASKS_EMULATOR_HOST": f"127.0.0.1:{p['tasks']}",
             "WATCHDOG_FIRST_CHECK_SECONDS": str(self.watchdog_first_check),
             "WATCHDOG_RECHECK_SECONDS": str(self.watchdog_recheck),
             "WEBHOOK_HMAC_KEY": hmac_file.read_text().strip(),
-            "FAL_KEY": os.environ.get("FAL_KEY") or "sim-key",
+            "FAL_KEY": self.fal_key or os.environ.get("FAL_KEY") or "sim-key",
             "FAL_SIM_URL": f"https://127.0.0.1:{p['falsim']}",
             "FAL_QUEUE_RUN_HOST": f"127.0.0.1:{p['falsim']}",
             "FAL_RUN_HOST": f"127.0.0.1:{p['falsim']}",
@@ -410,6 +415,7 @@ class LocalStack:
         keys = (
             "API_URL",
             "WEBHOOK_URL",
+            "CLEANUP_URL",
             "DEV_API_KEY",
             "FIRESTORE_EMULATOR_HOST",
             "PUBSUB_EMULATOR_HOST",

@@ -5,6 +5,7 @@ ports so a `make dev` running alongside is never disturbed."""
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +15,12 @@ from infra.stack import LocalStack
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    local = LocalStack(state_dir=tmp_path_factory.mktemp("stack"), inference_delay=0.2)
+    # A recognisable fal key: tests/e2e/test_zz_secrets.py proves it never leaks.
+    local = LocalStack(
+        state_dir=tmp_path_factory.mktemp("stack"),
+        inference_delay=0.2,
+        fal_key=f"fal-canary-{secrets.token_hex(12)}",
+    )
     local.start()
     yield local
     local.stop()

@@ -263,3 +263,33 @@ def withdraw_cancel(generation: Generation, now: datetime) -> bool:
     generation.cancel_requested_at = None
     _touch(generation, now)
     return True
+
+
+def is_stale(generation: Generation, stale_before: datetime) -> bool:
+    """Not ended, and unchanged since `stale_before` (the cleanup sweep's idea of stuck)."""
+    if generation.is_terminal:
+        return False
+    last_change = generation.updated_at or generation.created_at
+    return last_change < stale_before
+
+
+def note_republished(generation: Generation, stale_before: datetime, now: datetime) -> bool:
+    """A generation stuck in `queued` (its message may be lost) is re-published once: only
+    one sweep may claim that, and the fresh message gets a whole stuck window again."""
+    if generation.status is not GenerationStatus.QUEUED or generation.republished_at is not None:
+        return False
+    if not is_stale(generation, stale_before):
+        return False
+    generation.republished_at = now
+    _touch(generation, now)
+    return True
+
+
+def fail_stale(
+    generation: Generation, error: ErrorInfo, stale_before: datetime, now: datetime
+) -> bool:
+    """Fails a generation only if it is still stuck on the fresh read: one that moved on
+    since the sweep's query (a webhook, a dispatcher) is left alone."""
+    if not is_stale(generation, stale_before):
+        return False
+    return fail(generation, error, now)

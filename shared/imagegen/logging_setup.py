@@ -10,11 +10,39 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 
 from imagegen.settings import get_settings
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+# The trace of the request being handled, so Cloud Logging groups a request's lines.
+_trace: ContextVar[str | None] = ContextVar("trace", default=None)
+TRACE_FIELD = "logging.googleapis.com/trace"
+
+
+def trace_from_header(header: str | None, project: str) -> str | None:
+    """`X-Cloud-Trace-Context: TRACE_ID/SPAN_ID;o=1` (or W3C `traceparent`) as Cloud
+    Logging's trace name, `projects/P/traces/TRACE_ID`."""
+    if not header:
+        return None
+    if header.count("-") == 3 and len(header) >= 55:  # traceparent: 00-<32 hex>-<16 hex>-01
+        trace_id = header.split("-")[1]
+    else:
+        trace_id = header.split("/", 1)[0].split(";", 1)[0].strip()
+    if not (1 <= len(trace_id) <= 64 and all(c in "0123456789abcdefABCDEF" for c in trace_id)):
+        return None
+    return f"projects/{project}/traces/{trace_id.lower()}"
+
+
+def bind_trace(trace: str | None) -> Token[str | None]:
+    return _trace.set(trace)
+
+
+def unbind_trace(token: Token[str | None]) -> None:
+    _trace.reset(token)
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,6 +53,8 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "logger": record.name,
         }
+        if (trace := _trace.get()) is not None:
+            entry[TRACE_FIELD] = trace
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["stack_trace"] = self.formatException(record.exc_info)

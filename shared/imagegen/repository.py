@@ -262,6 +262,24 @@ class GenerationRepository:
         """fal had already finished: the generation goes on to complete (or fail) normally."""
         return self._apply(generation_id, lambda g: lifecycle.withdraw_cancel(g, now))
 
+    def note_republished(
+        self, generation_id: str, stale_before: datetime, now: datetime
+    ) -> Generation | None:
+        """Claims the one re-publish of a generation stuck in `queued` (cleanup); None if it
+        moved on, ended, or was re-published already."""
+        return self._apply(
+            generation_id, lambda g: lifecycle.note_republished(g, stale_before, now)
+        )
+
+    def fail_stale(
+        self, generation_id: str, error: ErrorInfo, stale_before: datetime, now: datetime
+    ) -> Generation | None:
+        """Fails a generation still unchanged since `stale_before` on the fresh read
+        (cleanup's backstop); None if it moved on or ended."""
+        return self._apply(
+            generation_id, lambda g: lifecycle.fail_stale(g, error, stale_before, now)
+        )
+
     def delete(self, generation_id: str, user_id: str, now: datetime) -> bool:
         """Deletes the owner's record with its fal lookups and writes its tombstone, in one
         transaction; False if there was no such record of that user."""

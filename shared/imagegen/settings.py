@@ -61,6 +61,29 @@ class Settings(BaseSettings):
     )
     watchdog_recheck_seconds: float = Field(30.0, ge=0)
     watchdog_max_checks: int = Field(20, ge=1)
+    cleanup_url: str = Field(
+        "http://127.0.0.1:8084/",
+        description="URL of the cleanup function: the audience of Cloud Scheduler's OIDC token.",
+    )
+    cleanup_invoker: str | None = Field(
+        None,
+        description=(
+            "Service account whose OIDC token Cloud Scheduler attaches to cleanup calls; the "
+            "cleanup function accepts only that token. Unset locally."
+        ),
+    )
+    retention_days: int = Field(
+        30, ge=1, description="Generations (records, images, thumbnails) are kept this long."
+    )
+    stuck_after_minutes: int = Field(
+        60, ge=1, description="A generation not ended and unchanged this long is stuck."
+    )
+    orphan_min_age_minutes: float = Field(
+        60.0, ge=0, description="Objects no record references are deleted once this old."
+    )
+    cleanup_time_budget_seconds: float = Field(
+        240.0, gt=0, le=3600, description="A sweep stops after this long (below its timeout)."
+    )
     fal_key: SecretStr = Field(SecretStr(""), description="fal.ai API key (Secret Manager).")
     webhook_hmac_key: SecretStr = Field(
         SecretStr(""),

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from imagegen.settings import Settings
@@ -23,6 +25,14 @@ def thumbnail_path(user_id: str, generation_id: str, index: int) -> str:
 def generation_prefixes(user_id: str, generation_id: str) -> tuple[str, ...]:
     """Every prefix under which a generation's objects live (images, then thumbnails)."""
     return (f"generations/{user_id}/{generation_id}/", f"thumbnails/{user_id}/{generation_id}/")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object of a listing: its name and when it was created (None if not reported)."""
+
+    name: str
+    created: datetime | None
 
 
 class ImageStore:
@@ -47,6 +57,26 @@ class ImageStore:
 
     def list_paths(self, prefix: str) -> list[str]:
         return [blob.name for blob in self._client.list_blobs(self.bucket_name, prefix=prefix)]
+
+    def list_page(
+        self,
+        prefix: str,
+        page_size: int,
+        page_token: str | None = None,
+        start_offset: str | None = None,
+    ) -> tuple[list[StoredObject], str | None]:
+        """One page of the objects under `prefix` in name order (from `start_offset`, which
+        is inclusive, if given) and the token of the next page (None after the last)."""
+        iterator = self._client.list_blobs(
+            self.bucket_name,
+            prefix=prefix,
+            page_size=page_size,
+            page_token=page_token,
+            start_offset=start_offset,
+        )
+        page = next(iterator.pages, None)
+        objects = [StoredObject(blob.name, blob.time_created) for blob in page or ()]
+        return objects, iterator.next_page_token
 
     def delete(self, paths: list[str]) -> None:
         """Deletes objects; one already gone counts as deleted (deletes are retried)."""

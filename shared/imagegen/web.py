@@ -19,6 +19,8 @@ from imagegen.errors import (
     RateLimitedError,
     UnsupportedMediaTypeError,
 )
+from imagegen.logging_setup import bind_trace, trace_from_header, unbind_trace
+from imagegen.settings import get_settings
 
 log = logging.getLogger(__name__)
 JSON_TYPES = ("application/json", "application/cloudevents+json")
@@ -77,6 +79,19 @@ Handler = Callable[..., flask.Response]
 
 def dispatch(request: flask.Request, url_map: Map, handlers: dict[str, Handler]) -> flask.Response:
     """Routes a request and turns every failure into the product's JSON error shape."""
+    token = bind_trace(
+        trace_from_header(
+            request.headers.get("X-Cloud-Trace-Context") or request.headers.get("traceparent"),
+            get_settings().gcp_project,
+        )
+    )
+    try:
+        return _route(request, url_map, handlers)
+    finally:
+        unbind_trace(token)
+
+
+def _route(request: flask.Request, url_map: Map, handlers: dict[str, Handler]) -> flask.Response:
     try:
         endpoint, args = url_map.bind_to_environ(request.environ).match()
         return handlers[endpoint](request, **args)

@@ -7,6 +7,7 @@ unknown request: fal must stop retrying); 401 for a bad signature, with nothing 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -62,7 +63,8 @@ def receive(request: flask.Request) -> flask.Response:
     collaborators = Collaborators(
         context.generations(), context.image_store(), context.image_fetcher()
     )
-    work = _copiers.submit(ingest, webhook, ref, collaborators)
+    # The copy logs under this request's trace: the worker thread runs in its context.
+    work = _copiers.submit(contextvars.copy_context().run, ingest, webhook, ref, collaborators)
     try:
         outcome = work.result(timeout=settings.webhook_ingest_budget_seconds)
     except FutureTimeout:

@@ -115,6 +115,9 @@ class Generation(Record):
     canceled_at: datetime | None = None
     # Set while a cancel is being asked of fal: an error fal then reports cancels it.
     cancel_requested_at: datetime | None = None
+    # Set when the cleanup sweep re-published a generation stuck in `queued` (its message may
+    # have been lost); a generation still queued long after that is failed instead.
+    republished_at: datetime | None = None
     updated_at: datetime | None = None
 
     @property
