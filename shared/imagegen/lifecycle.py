@@ -15,6 +15,9 @@ duplicated, late and concurrent deliveries cannot double a fal request or a set 
 A webhook may reach a part before the dispatcher recorded fal's id (pending, or submitting
 under a claim): the signed webhook URL proves which part it is (decision 0003), so ingest
 may claim a part from pending, submitting or submitted.
+
+The cleanup sweep's moves (`note_republished`, `fail_stale`) act only on a generation still
+unchanged since the sweep's cutoff when re-read, so one that moved on is left alone.
 """
 
 from __future__ import annotations
@@ -265,7 +268,7 @@ def withdraw_cancel(generation: Generation, now: datetime) -> bool:
     return True
 
 
-def is_stale(generation: Generation, stale_before: datetime) -> bool:
+def _is_stale(generation: Generation, stale_before: datetime) -> bool:
     """Not ended, and unchanged since `stale_before` (the cleanup sweep's idea of stuck)."""
     if generation.is_terminal:
         return False
@@ -278,7 +281,7 @@ def note_republished(generation: Generation, stale_before: datetime, now: dateti
     one sweep may claim that, and the fresh message gets a whole stuck window again."""
     if generation.status is not GenerationStatus.QUEUED or generation.republished_at is not None:
         return False
-    if not is_stale(generation, stale_before):
+    if not _is_stale(generation, stale_before):
         return False
     generation.republished_at = now
     _touch(generation, now)
@@ -290,6 +293,6 @@ def fail_stale(
 ) -> bool:
     """Fails a generation only if it is still stuck on the fresh read: one that moved on
     since the sweep's query (a webhook, a dispatcher) is left alone."""
-    if not is_stale(generation, stale_before):
+    if not _is_stale(generation, stale_before):
         return False
     return fail(generation, error, now)

@@ -810,6 +810,9 @@ MOVES: dict[str, MoveFn] = {
     "cancel": lambda g, i, c, now: lifecycle.cancel(g, now),
     "request_cancel": lambda g, i, c, now: lifecycle.request_cancel(g, now),
     "withdraw_cancel": lambda g, i, c, now: lifecycle.withdraw_cancel(g, now),
+    # The cleanup sweep's moves, with `now` as the staleness cutoff.
+    "note_republished": lambda g, i, c, now: lifecycle.note_republished(g, now, now),
+    "fail_stale": lambda g, i, c, now: lifecycle.fail_stale(g, ERROR, now, now),
 }
 
 
@@ -855,6 +858,8 @@ WEIGHTS = {name: 6.0 for name in MOVES} | {
     "cancel": 0.3,
     "request_cancel": 0.5,
     "withdraw_cancel": 0.5,
+    "note_republished": 0.5,
+    "fail_stale": 0.3,
 }
 
 
