@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 API_PORT ?= 8080
 
-.PHONY: help setup check-tools demo dev test test-unit fuzz lint clean
+.PHONY: help setup check-tools demo dev test test-unit fuzz lint bundle clean
 
 help:
 	@echo "make demo   set up, start the stack, generate 2 images into demo-output/, stop"
@@ -14,6 +14,7 @@ help:
 	@echo "make test   run every test (starts and stops the emulators it needs)"
 	@echo "make fuzz   schemathesis against a fresh stack's /openapi.json (FUZZ_ARGS=\"--seed 7\")"
 	@echo "make lint   ruff"
+	@echo "make bundle deployment zips dist/<function>.zip (main.py, imagegen/, pinned requirements.txt)"
 
 # uv installs exactly what uv.lock pins; it is fetched from PyPI if the machine lacks it.
 $(VENV)/.synced: pyproject.toml uv.lock
@@ -52,6 +53,10 @@ test-unit: $(VENV)/.synced
 
 lint: $(VENV)/.synced
 	@$(VENV)/bin/ruff check .
+
+# What Terraform deploys; needs only the synced venv (no emulators). See infra/bundle.py.
+bundle: $(VENV)/.synced
+	@$(PY) -m infra.bundle --out dist
 
 clean:
 	rm -rf .dev demo-output .pytest_cache .venv-tasks
