@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 API_PORT ?= 8080
 
-.PHONY: help setup check-tools demo dev test test-unit fuzz lint typecheck bundle clean
+.PHONY: help setup check-tools demo dev test test-unit fuzz lint bundle clean
 
 help:
 	@echo "make demo   set up, start the stack, generate 2 images into demo-output/, stop"
@@ -14,7 +14,6 @@ help:
 	@echo "make test   run every test (starts and stops the emulators it needs)"
 	@echo "make fuzz   schemathesis against a fresh stack's /openapi.json (FUZZ_ARGS=\"--seed 7\")"
 	@echo "make lint   terraform fmt -check, ruff, checkov over terraform/"
-	@echo "make typecheck  mypy over shared/, functions/, infra/ (not clean yet)"
 	@echo "make bundle deployment zips dist/<function>.zip (main.py, imagegen/, pinned requirements.txt)"
 
 # uv installs exactly what uv.lock pins; it is fetched from PyPI if the machine lacks it.
@@ -59,11 +58,9 @@ lint: $(VENV)/.synced
 	@terraform fmt -check -recursive terraform/
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/checkov -d terraform --framework terraform --skip-download --quiet --compact
-
-# mypy with mypy.ini; not part of lint until the errors it reports are fixed.
-typecheck: $(VENV)/.synced
 	@$(VENV)/bin/mypy shared/imagegen functions infra
 
+# mypy with mypy.ini; not part of lint until the errors it reports are fixed.
 # What Terraform deploys; needs only the synced venv (no emulators). See infra/bundle.py.
 bundle: $(VENV)/.synced
 	@$(PY) -m infra.bundle --out dist

@@ -4,16 +4,20 @@
 
 The API serves `GET /openapi.json`, generated from the pydantic models that validate its
 requests and shape its answers. Schemathesis reads it and makes requests for every
-operation in two phases:
+operation in three phases:
 
-- coverage: schemathesis's deterministic cases: boundary values, missing and unknown
-  fields, wrong types, methods an operation does not take (about 1,400 requests);
+- edges (ours, ~120 requests): what schemathesis does not generate: JSON nested 30,000
+  deep, NaN and 1e400, lone surrogates, bodies past the size limit, other media types,
+  path ids with a newline or a slash, date-times at the ends of the calendar;
+- coverage (~1,350): schemathesis's deterministic cases: boundary values, missing and
+  unknown fields, wrong types, methods an operation does not take;
 - fuzzing: `--max-examples` random requests in all, half valid and half invalid, spread
   over the operations (those with a body get a larger share). Path parameters are made up
   or the ids of real records (generations, a batch, a LoRA, an API key) created first.
 
-Every request carries one of four credentials: a plain user's API key, an administrator's,
-an invalid one (a made-up key, an unsigned JWT, the wrong scheme) or none. Each answer must
+Coverage and fuzzing requests carry one of four credentials: a plain user's API key, an
+administrator's, an invalid one (a made-up key, an unsigned JWT, the wrong scheme) or none;
+the edges phase uses the administrator's, which passes every gate. Each answer must
 pass `not_a_server_error` (no 5xx, whatever the input), `status_code_conformance` (a status
 the operation documents), `content_type_conformance`, `response_schema_conformance` (the
 body matches the documented schema) and `unsupported_method` (405 for a method an
@@ -27,9 +31,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import math
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -47,6 +53,11 @@ DEFAULT_TIME_LIMIT = 480.0
 # A request may legitimately wait: `Prefer: wait=60` and seed 000's synchronous endpoint.
 REQUEST_TIMEOUT = 75.0
 
+# Headers `requests` and schemathesis add by themselves: curl sends its own.
+TRANSPORT_HEADERS = frozenset(
+    {"user-agent", "accept", "accept-encoding", "connection", "content-length"}
+    | {"x-schemathesis-testcaseid"}
+)
 KINDS = ("user", "admin", "invalid", "none")
 # Valid keys carry most of the traffic: without one, an operation stops at its 401.
 FUZZ_KINDS = ("user",) * 5 + ("admin",) * 3 + ("invalid", "none")
@@ -56,6 +67,28 @@ INVALID_AUTHORIZATIONS = (
     "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",  # a JWT's shape, not signed
     "Basic Zm9vOmJhcg==",  # the wrong scheme
     "Bearer",  # a scheme and nothing else
+)
+# The edges phase: inputs schemathesis does not make, sent to every operation they fit.
+EDGE_BODIES = {
+    "JSON nested 30,000 deep": b"[" * 30_000 + b"]" * 30_000,
+    "non-finite numbers": b'{"prompt": "x", "guidanceScale": NaN, "seed": Infinity}',
+    "a number past float": b'{"prompt": "x", "numImages": 1e400, "defaultScale": -1e400}',
+    "a lone surrogate": b'{"prompt": "\\ud800", "userId": "\\udfff"}',
+    "not UTF-8": b'{"prompt": "\xff\xfe"}',
+    "empty": b"",
+    "over every size limit": b'{"prompt": "' + b"a" * (17 * 64 * 1024) + b'"}',
+}
+EDGE_CONTENT_TYPES = (
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+)
+EDGE_PATH_IDS = ("a\nb", "a/b", "x" * 300, "é", "\x00", " ")
+EDGE_DATE_TIMES = (
+    "0001-01-01T00:00:00+01:00",  # no UTC moment
+    "9999-12-31T23:59:59-01:00",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999Z",
 )
 # Operations run in this order (deletions last), so that deleting a seeded record does not
 # turn the other operations' requests about it into 404s.
@@ -90,7 +123,7 @@ class Finding:
     phase: str
     operation: str
     credential: str
-    mode: str
+    inputs: str  # "positive data", "negative data", or what an edge case is
     status: int | None
     titles: tuple[str, ...]
     message: str
@@ -168,7 +201,7 @@ class Report:
             first = group[0]
             out.append(
                 f"✗ {operation} → {status}: {', '.join(titles)} ({len(group)}×; first in "
-                f"the {first.phase} phase, {first.mode} data, {first.credential} credentials)"
+                f"the {first.phase} phase: {first.inputs}, {first.credential} credentials)"
                 f"\n{_indent(first.message.strip())}\n\n  Reproduce with:\n    {first.curl}"
             )
         for op in self.operations:
@@ -277,6 +310,17 @@ def _weight(operation: Any) -> float:
     return weight * COSTLY.get(_label(operation), 1.0)
 
 
+def _ansi_c(text: str) -> str:
+    """bash's $'…' quoting, byte by byte, for text with control or non-ASCII characters
+    (header values go on the wire as Latin-1)."""
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8")
+    plain = {b for b in range(32, 127)} - set(b"'\\")
+    return "$'" + "".join(chr(b) if b in plain else f"\\x{b:02x}" for b in raw) + "'"
+
+
 def _targets_authorization(case: Any) -> bool:
     """A coverage case about the Authorization header itself (say, leaving it out)."""
     from schemathesis.generation.meta import CoveragePhaseData
@@ -300,6 +344,7 @@ class Fuzzer:
     ) -> None:
         import requests
         import schemathesis
+        from schemathesis.core.result import Err
 
         self.api_url = api_url
         self.schema = schemathesis.openapi.from_url(f"{api_url}/openapi.json")
@@ -310,9 +355,12 @@ class Fuzzer:
             keys["admin"]: "$ADMIN_KEY",
             api_url: "$API_URL",
         }
-        self.operations = sorted(
-            (result.ok() for result in self.schema.get_all_operations()), key=_order
-        )
+        operations = []
+        for result in self.schema.get_all_operations():
+            if isinstance(result, Err):
+                raise result.err()  # the description itself is broken
+            operations.append(result.ok())
+        self.operations = sorted(operations, key=_order)
         self.stats = {_label(op): OperationStats(_label(op)) for op in self.operations}
         self.credentials = Credentials(keys["user"], keys["admin"])
         self.known = known
@@ -322,17 +370,59 @@ class Fuzzer:
         self.session = requests.Session()
         self.findings: list[Finding] = []
         self.phase_totals: Counter[str] = Counter()
+        self.bodies_dir: Path | None = None
         self.out_of_time = False
 
     # -- one request ---------------------------------------------------------------------
-    def curl(self, case: Any, headers: dict[str, str]) -> str:
-        command = case.as_curl_command(headers=headers, base_url=self.api_url)
-        for value, placeholder in self.placeholders.items():
-            command = command.replace(value, placeholder)
-        # In single quotes the shell would not expand the placeholders.
-        return re.sub(r"'([^']*\$(?:USER_KEY|ADMIN_KEY|API_URL)[^']*)'", r'"\1"', command)
+    def curl(self, request: Any) -> str:
+        """The request exactly as sent (a `requests.PreparedRequest`), as a curl command;
+        keys and the URL as $USER_KEY, $ADMIN_KEY and $API_URL. A body that is long or not
+        printable is saved to a file, and sent from it."""
+        parts = [f"curl -X {request.method}"]
+        for name, value in request.headers.items():
+            if name.lower() not in TRANSPORT_HEADERS:
+                parts.append(f"-H {self._shell(f'{name}: {value}')}")
+        body = request.body
+        if body:
+            raw = body.encode() if isinstance(body, str) else bytes(body)
+            text = raw.decode("utf-8", "replace")
+            if len(raw) <= 1000 and text.isprintable() and text.encode() == raw:
+                parts.append(f"--data-binary {self._shell(text)}")
+            else:
+                parts.append(f"--data-binary @{self._save_body(raw)}")
+        parts.append(self._shell(request.url))
+        return " ".join(parts)
 
-    def send(self, phase: str, operation: Any, case: Any, credential: Credential) -> None:
+    def _shell(self, text: str) -> str:
+        """`text` quoted for bash, with the run's keys and URL as variables to expand."""
+        pattern = "|".join(re.escape(value) for value in self.placeholders)
+        pieces = re.split(f"({pattern})", text)
+        quoted = []
+        for piece in pieces:
+            if piece in self.placeholders:
+                quoted.append(f'"{self.placeholders[piece]}"')
+            elif piece and piece.isprintable() and piece.isascii():
+                quoted.append(shlex.quote(piece))
+            elif piece:
+                quoted.append(_ansi_c(piece))
+        return "".join(quoted) or "''"
+
+    def _save_body(self, raw: bytes) -> str:
+        if self.bodies_dir is None:
+            self.bodies_dir = Path(tempfile.mkdtemp(prefix="imagegen-fuzz-bodies-"))
+        path = self.bodies_dir / f"{len(list(self.bodies_dir.iterdir())) + 1}.body"
+        path.write_bytes(raw)
+        return str(path)
+
+    def send(
+        self,
+        phase: str,
+        operation: Any,
+        case: Any,
+        credential: Credential,
+        extra_headers: dict[str, str] | None = None,
+        what: str | None = None,
+    ) -> None:
         import requests
         from schemathesis.core.failures import FailureGroup
 
@@ -340,7 +430,7 @@ class Fuzzer:
             self.out_of_time = True
             return
         stats = self.stats[_label(operation)]
-        mode = case._meta.generation.mode.value if case._meta else "?"
+        mode = what or (f"{case._meta.generation.mode.value} data" if case._meta else "?")
         if _targets_authorization(case):
             headers: dict[str, str] = {}
             credential = Credential("invalid" if case.headers else "none", None)
@@ -348,14 +438,18 @@ class Fuzzer:
             headers = credential.headers()
             if case.headers and not headers:
                 case.headers.pop("Authorization", None)  # "no credentials" means none at all
-        curl = self.curl(case, headers)
+        headers.update(extra_headers or {})
         stats.requests[credential.kind] += 1
         self.phase_totals[phase] += 1
 
-        def found(status: int | None, titles: tuple[str, ...], message: str) -> None:
+        def found(request: Any, status: int | None, titles: tuple[str, ...], text: str) -> None:
             stats.failures += 1
+            if isinstance(request, requests.PreparedRequest):
+                curl = self.curl(request)
+            else:
+                curl = case.as_curl_command(headers=headers, base_url=self.api_url)
             self.findings.append(
-                Finding(phase, stats.label, credential.kind, mode, status, titles, message, curl)
+                Finding(phase, stats.label, credential.kind, mode, status, titles, text, curl)
             )
 
         try:
@@ -366,13 +460,14 @@ class Fuzzer:
                 timeout=REQUEST_TIMEOUT,
             )
         except requests.RequestException as exc:
-            found(None, ("Request failed",), f"{type(exc).__name__}: {exc}")
+            found(exc.request, None, ("Request failed",), f"{type(exc).__name__}: {exc}")
             return
         stats.statuses[response.status_code] += 1
         try:
             case.validate_response(response, checks=self.checks, headers=headers)
         except FailureGroup as group:
             found(
+                response.request,
                 response.status_code,
                 tuple(sorted({failure.title for failure in group.exceptions})),
                 "\n".join(failure.message for failure in group.exceptions)
@@ -380,6 +475,43 @@ class Fuzzer:
             )
 
     # -- phases --------------------------------------------------------------------------
+    def edges(self, operation: Any) -> None:
+        """Hostile inputs schemathesis does not generate (deep nesting, non-finite numbers,
+        bodies past the size limit, other media types, odd path ids, date-times at the ends
+        of the calendar), with the admin's key: it passes every gate before the parsing."""
+        # (what it is, the case's parts, extra headers)
+        inputs: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        if operation.body:
+            octets = {"media_type": "application/octet-stream"}  # sent as they are
+            inputs += [
+                (name, {"body": raw, **octets}, {"Content-Type": "application/json"})
+                for name, raw in EDGE_BODIES.items()
+            ]
+            inputs += [
+                (
+                    f"Content-Type {media}",
+                    {"body": b'{"prompt": "x"}', **octets},
+                    {"Content-Type": media},
+                )
+                for media in EDGE_CONTENT_TYPES
+            ]
+        for parameter in operation.path_parameters:
+            inputs += [
+                (f"{parameter.name} {value!r}", {"path_parameters": {parameter.name: value}}, {})
+                for value in EDGE_PATH_IDS
+            ]
+        for parameter in operation.query:
+            if "date-time" in str(parameter.definition):
+                inputs += [
+                    (f"{parameter.name} {value}", {"query": {parameter.name: value}}, {})
+                    for value in EDGE_DATE_TIMES
+                ]
+        admin = self.credentials.get("admin")
+        for what, parts, headers in inputs:
+            self.send("edges", operation, operation.Case(**parts), admin, headers, what)
+            if self.out_of_time:
+                return
+
     def coverage(self, operation: Any, per_operation: int | None) -> None:
         """Schemathesis's deterministic cases for `operation` (every `step`-th one if
         `per_operation` caps them), credentials in a fixed rotation."""
@@ -419,6 +551,11 @@ class Fuzzer:
             ),
         )
 
+    def paired(self, operation: Any, mode: Any, credential: Credential) -> Any:
+        from hypothesis import strategies as st
+
+        return st.tuples(st.just(credential), self.strategy(operation, mode, credential))
+
     def fuzz(self, operation: Any, budget: int) -> None:
         """About `budget` random requests: half valid inputs, half invalid ones."""
         import hypothesis
@@ -431,11 +568,7 @@ class Fuzzer:
             self.credentials.get, kinds, st.integers(0, len(INVALID_AUTHORIZATIONS) - 1)
         )
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            drawn = credentials.flatmap(
-                lambda credential, mode=mode: st.tuples(
-                    st.just(credential), self.strategy(operation, mode, credential)
-                )
-            )
+            drawn = credentials.flatmap(functools.partial(self.paired, operation, mode))
 
             @hypothesis.seed(self.seed)
             @hypothesis.settings(
@@ -469,14 +602,17 @@ def fuzz(
     coverage_per_operation: int | None = None,
     log: Callable[[str], None] = print,
 ) -> Report:
-    """Fuzzes every operation of the API at `api_url`: the coverage phase (unless
-    `coverage` is False; at most `coverage_per_operation` cases each if given), then about
-    `max_examples` random requests in all, within `time_limit` seconds.
-    `keys` holds a plain user's and an administrator's API key."""
+    """Fuzzes every operation of the API at `api_url`: the edges phase, the coverage phase
+    (unless `coverage` is False; at most `coverage_per_operation` cases per operation if
+    given), then about `max_examples` random requests in all; no request is sent after
+    `time_limit` seconds. `keys` holds a plain user's and an administrator's API key."""
     started = time.monotonic()
     known = seed_records(api_url, keys)
     fuzzer = Fuzzer(api_url, keys, known, seed=seed, deadline=started + time_limit)
     operations = fuzzer.operations
+    for operation in operations:
+        fuzzer.edges(operation)
+    log(f"  edges: {fuzzer.phase_totals['edges']} requests")
     if coverage:
         for operation in operations:
             fuzzer.coverage(operation, coverage_per_operation)
@@ -566,9 +702,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{len(report.findings)} failing requests:\n", file=sys.stderr)
         print(report.failures_text(), file=sys.stderr)
         print(
-            "\nReproduce against `make dev`: source .dev/stack.env; "
-            "API_URL and ADMIN_KEY=$DEV_API_KEY, and a user's key as USER_KEY "
-            "(POST /v1/admin/apiKeys).",
+            "\nThe curl commands need API_URL, ADMIN_KEY and USER_KEY: README.md, "
+            '"Fuzzing", sets them for `make dev`.',
             file=sys.stderr,
         )
         return 1

@@ -45,7 +45,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from imagegen import transactions
 from imagegen.errors import RetryableError
 from imagegen.models.records import ErrorInfo, Generation, GenerationStatus
-from imagegen.repository import FAL_REQUESTS, GENERATIONS
+from imagegen.repository import FAL_REQUESTS, GENERATIONS, count_of
 from imagegen.settings import Settings
 from imagegen.storage import StoredObject, generation_prefixes
 
@@ -706,4 +706,4 @@ class FirestoreCleanupStore:
 
 
 def _count(query: firestore.Query) -> int:
-    return int(query.count(alias="n").get()[0][0].value)
+    return count_of(query)

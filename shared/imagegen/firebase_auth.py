@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 from google.auth import crypt
@@ -154,7 +154,7 @@ def _json_object(segment: str) -> dict[str, Any]:
     return value
 
 
-def _is_time(value: Any) -> bool:
+def _is_time(value: Any) -> TypeGuard[float]:
     # JSON lets NaN and Infinity through, and NaN compares false with everything.
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -56,9 +56,10 @@ def _iso_datetime(value: Any) -> datetime:
         raise bad
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        # In UTC, as stored; 0001-01-01T00:00+01:00 has no UTC moment (OverflowError).
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise bad from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 IsoDateTime = Annotated[datetime, BeforeValidator(_iso_datetime)]
@@ -90,7 +91,8 @@ def decode_cursor(cursor: str) -> HistoryPosition:
         moment = datetime.fromisoformat(created_at)
         if moment.tzinfo is None:
             raise ValueError
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        moment = moment.astimezone(UTC)  # OverflowError if it has no UTC moment
+    except (ValueError, OverflowError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
         raise ValueError("is not a cursor this API issued") from None
     return HistoryPosition(moment, generation_id)
 

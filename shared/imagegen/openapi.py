@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -76,7 +76,7 @@ HEADER_DOCS = {
 
 
 def _model_refs(operations: list[Operation]) -> tuple[dict[Any, Any], dict[str, Any]]:
-    models: list[tuple[type[BaseModel], str]] = []
+    models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = []
     for operation in operations:
         if operation.body is not None:
             models.append((operation.body, "validation"))

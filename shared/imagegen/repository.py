@@ -84,6 +84,12 @@ class HistoryPage:
     more_after: HistoryPosition | None
 
 
+def count_of(query: Any, transaction: firestore.Transaction | None = None) -> int:
+    """A count aggregation's number (the client's result type is untyped nested lists)."""
+    result: Any = query.count(alias="n").get(transaction=transaction)
+    return int(result[0][0].value)
+
+
 def _document(generation: Generation) -> dict[str, Any]:
     return generation.model_dump(mode="python")
 
@@ -339,7 +345,7 @@ class GenerationRepository:
             query = query.where(filter=FieldFilter("created_at", ">=", selection.created_after))
         if selection.created_before is not None:
             query = query.where(filter=FieldFilter("created_at", "<", selection.created_before))
-        total = int(query.count(alias="total").get()[0][0].value)
+        total = count_of(query)
 
         page = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
             "__name__", direction=firestore.Query.DESCENDING

@@ -51,10 +51,9 @@ class TaskQueue:
     def enqueue(self, name: str, url: str, payload: dict[str, Any], delay_seconds: float) -> bool:
         """Creates the task; False if a task of that name exists already (a duplicate)."""
         from google.api_core.exceptions import AlreadyExists
-        from google.protobuf import timestamp_pb2
 
-        schedule = timestamp_pb2.Timestamp()
-        schedule.FromDatetime(datetime.now(UTC) + timedelta(seconds=delay_seconds))
+        # proto-plus turns a datetime into the Timestamp field.
+        schedule = datetime.now(UTC) + timedelta(seconds=delay_seconds)
         http_request: dict[str, Any] = {
             "http_method": "POST",
             "url": url,

@@ -99,6 +99,8 @@ def load_body(body: bytes) -> dict[str, Any]:
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BadRequestError("Request body is not valid JSON", code="malformed_json") from None
+    except RecursionError:  # `[[[[…]]]]` thousands deep fits in any size limit
+        raise BadRequestError("Request body is nested too deeply", code="malformed_json") from None
     if not isinstance(raw, dict):
         raise BadRequestError("Request body must be a JSON object", code="malformed_json")
     return raw

@@ -46,7 +46,7 @@ def health(_: flask.Request) -> flask.Response:
 def receive(request: flask.Request) -> flask.Response:
     settings = get_settings()
     body = read_body(request, MAX_WEBHOOK_BYTES, require_json=False)
-    verified = context.webhook_verifier().verify(request.headers, body)
+    verified = context.webhook_verifier().verify(dict(request.headers.items()), body)
     try:
         webhook = FalWebhook.model_validate_json(body)
     except pydantic.ValidationError as exc:

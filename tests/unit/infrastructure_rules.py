@@ -571,7 +571,7 @@ QUERY_SITES = {
     "cleanup:FirestoreCleanupStore._expired_query": "cleanup",
     "cleanup:FirestoreCleanupStore._stuck_query": "cleanup",
     "cleanup:FirestoreCleanupStore._page": "cleanup",
-    "cleanup:_count": "cleanup",
+    "repository:count_of": "history and cleanup counts",
     "loras:LoraRepository.list": "loras",
 }
 

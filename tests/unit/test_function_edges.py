@@ -101,3 +101,13 @@ def test_api_refuses_missing_credentials_as_json() -> None:
     response = _client("api", "http").post("/v1/images/generations", json={"prompt": "x"})
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == "missing_credentials"
+
+
+@pytest.mark.parametrize("path", ["/v1/images/generations/a%0Ab", "/%0A", "/robots.txt"])
+def test_paths_the_framework_refuses_get_the_apis_json_error(path: str) -> None:
+    # functions-framework's own router (`/<path:path>`) takes no newline: Flask answered
+    # these with an HTML page before the function ran (found by `make fuzz`).
+    response = _client("api", "http").get(path)
+    assert response.status_code == 404
+    assert response.mimetype == "application/json"
+    assert response.get_json()["error"]["code"] == "not_found"

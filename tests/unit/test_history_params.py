@@ -87,6 +87,9 @@ def test_per_page_bounds_accepted(per_page: str) -> None:
         ({"createdAfter": "2026-13-01T00:00:00Z"}, "createdAfter", "invalid_datetime"),
         ({"createdBefore": "2026-01-01"}, "createdBefore", "invalid_datetime"),
         ({"createdBefore": "1767225600"}, "createdBefore", "invalid_datetime"),
+        # Moments before year 1 or after 9999 in UTC: they were 500s.
+        ({"createdAfter": "0001-01-01T00:00:00+01:00"}, "createdAfter", "invalid_datetime"),
+        ({"createdBefore": "9999-12-31T23:59:59-01:00"}, "createdBefore", "invalid_datetime"),
         ({"cursor": "abc"}, "cursor", "invalid_cursor"),
         ({"sort": "asc"}, "sort", "extra_forbidden"),
         ({"PerPage": "5"}, "PerPage", "extra_forbidden"),
@@ -159,6 +162,9 @@ def _forge(payload: object) -> str:
         _forge({"v": 1, "t": 5, "id": "a"}),
         _forge({"v": 1, "t": "2026-01-02T03:04:05+00:00", "id": "../../etc"}),
         _forge({"v": 1, "t": "2026-01-02T03:04:05+00:00", "id": None}),
+        # No UTC moment (before year 1, after 9999): they were 500s.
+        _forge({"v": 1, "t": "0001-01-01T00:00:00+01:00", "id": "a"}),
+        _forge({"v": 1, "t": "9999-12-31T23:59:59-01:00", "id": "a"}),
     ],
 )
 def test_a_malformed_cursor_is_422_never_500(cursor: str) -> None:

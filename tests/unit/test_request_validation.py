@@ -439,6 +439,9 @@ def test_unknown_capitalised_field_is_named_as_sent(name: str) -> None:
         b'"a prompt"',
         b"42",
         b"true",
+        # Deeper than Python's recursion limit, in under 64 KB: it was a 500.
+        b"[" * 30_000 + b"]" * 30_000,
+        b'{"prompt": "x", "a": ' + b"[" * 30_000 + b"]" * 30_000 + b"}",
     ],
     ids=[
         "empty",
@@ -453,6 +456,8 @@ def test_unknown_capitalised_field_is_named_as_sent(name: str) -> None:
         "string",
         "number",
         "bool",
+        "deeply-nested-array",
+        "deeply-nested-field",
     ],
 )
 def test_malformed_or_non_object_body_is_bad_request(raw: bytes) -> None:

@@ -8,7 +8,7 @@ registry. Seed 000's and seed 001's spellings (`loraId`, `cfg_scale`, top-level 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Discriminator, Field, StringConstraints, Tag, field_validator
 
@@ -26,9 +26,15 @@ MAX_URL_CHARS = 2048
 # Seeds travel as decimal strings past this: fal seeds can exceed 64-bit integers.
 MAX_SEED = 2**128 - 1
 
-SizePreset = Literal[tuple(IMAGE_SIZE_PRESETS)]  # type: ignore[valid-type]
-AspectRatio = Literal[ASPECT_RATIOS]  # type: ignore[valid-type]
-SafetyTolerance = Literal[SAFETY_TOLERANCES]  # type: ignore[valid-type]
+# Spelled out for the type checker; the registry stays the one source (checked below).
+SizePreset = Literal[
+    "square_hd", "square", "portrait_4_3", "portrait_16_9", "landscape_4_3", "landscape_16_9"
+]
+AspectRatio = Literal["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3"]
+SafetyTolerance = Literal["1", "2", "3", "4", "5", "6"]
+assert get_args(SizePreset) == tuple(IMAGE_SIZE_PRESETS)
+assert get_args(AspectRatio) == ASPECT_RATIOS
+assert get_args(SafetyTolerance) == SAFETY_TOLERANCES
 SideLength = Annotated[int, Field(ge=256, le=2048, multiple_of=8)]
 ShortText = Annotated[str, StringConstraints(max_length=64)]
 LoraId = Annotated[str, StringConstraints(min_length=1, max_length=128)]

@@ -16,7 +16,7 @@ from pydantic import RootModel
 from werkzeug.routing import Rule
 
 from imagegen import accept, cancel, context, history
-from imagegen.errors import NotFoundError, UpstreamRejectedError
+from imagegen.errors import NotFoundError
 from imagegen.models.base import ResponseModel
 from imagegen.models.records import Generation, GenerationStatus
 from imagegen.models.requests import GenerationRequest
@@ -26,7 +26,7 @@ from imagegen.routes.generations import get_generation_for
 from imagegen.routes.loras import LoraView, lora_view
 from imagegen.settings import get_settings
 from imagegen.validation import load_body, validate_generation
-from imagegen.views import AcceptedView, GenerationView, generation_view, seed_value
+from imagegen.views import AcceptedView, ErrorView, GenerationView, generation_view, seed_value
 from imagegen.waiting import MAX_WAIT_SECONDS, wait_for_end
 from imagegen.web import json_response, read_body
 
@@ -44,10 +44,15 @@ class Seed000LoraList(RootModel[list[LoraView]]):
 
 
 class Seed000Result(ResponseModel):
+    """Seed 000's answer, plus the outcome: a generation that ended without images is
+    reported as such (status and error), with an empty image list."""
+
     id: str
+    status: str
     images: list[dict[str, Any]]
     seed: int | str | None
     prompt: str
+    error: ErrorView | None = None
 
 
 class Seed001Item(ResponseModel):
@@ -94,8 +99,7 @@ OPERATIONS = [
         "Seed 000: generate and wait for the images",
         "seed aliases",
         body=GenerationRequest,
-        # 502: the generation failed at fal.ai (the body names fal's error and the id).
-        responses={200: Seed000Result, 202: AcceptedView, 502: None},
+        responses={200: Seed000Result, 202: AcceptedView},
     ),
     Operation(
         "GET",
@@ -155,15 +159,27 @@ def seed000_generate_image(request: flask.Request) -> flask.Response:
             }
             for i in view.images
         ]
-        result = Seed000Result(id=done.id, images=images, seed=view.seed, prompt=done.prompt)
+        result = Seed000Result(
+            id=done.id,
+            status=done.status.value,
+            images=images,
+            seed=view.seed,
+            prompt=done.prompt,
+        )
         return json_response(result.model_dump(mode="json"))
     if done.is_terminal:
-        error = done.error
-        raise UpstreamRejectedError(
-            error.message if error else f"The generation ended {done.status.value}",
-            code=error.code if error else "generation_failed",
-            details={"id": done.id, "status": done.status.value},
+        # Failed or canceled: an answer about the generation, not a server error.
+        ended = Seed000Result(
+            id=done.id,
+            status=done.status.value,
+            images=[],
+            seed=None,
+            prompt=done.prompt,
+            error=ErrorView(code=done.error.code, message=done.error.message)
+            if done.error
+            else None,
         )
+        return json_response(ended.model_dump(mode="json"))
     accepted = AcceptedView(id=done.id, status=done.status.value, created_at=done.created_at)
     return json_response(
         accepted.model_dump(mode="json"),
