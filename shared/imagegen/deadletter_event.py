@@ -14,7 +14,7 @@ from typing import Any
 import pydantic
 
 from imagegen import context
-from imagegen.models.events import GenerationMessage, PubSubEnvelope
+from imagegen.models.events import generation_id_of
 from imagegen.models.records import ErrorInfo
 
 log = logging.getLogger(__name__)
@@ -22,13 +22,12 @@ log = logging.getLogger(__name__)
 
 def handle(data: Any, event_id: str | None = None) -> None:
     try:
-        envelope = PubSubEnvelope.model_validate(data)
-        message = GenerationMessage.model_validate_json(envelope.message.data)
+        generation_id = generation_id_of(data)
     except pydantic.ValidationError as exc:
         log.error("dropping malformed dead letter %s: %s", event_id, exc.errors()[:3])
         return
     failed = context.generations().fail(
-        message.generation_id,
+        generation_id,
         ErrorInfo(
             code="dispatch_failed",
             message="The generation could not be submitted to fal.ai; please retry",
@@ -38,5 +37,5 @@ def handle(data: Any, event_id: str | None = None) -> None:
     log.warning(
         "dead-lettered generation %s",
         "failed" if failed else "had already ended",
-        extra={"generationId": message.generation_id},
+        extra={"generationId": generation_id},
     )

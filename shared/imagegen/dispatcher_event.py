@@ -13,7 +13,7 @@ import pydantic
 
 from imagegen import context
 from imagegen.dispatch import dispatch
-from imagegen.models.events import GenerationMessage, PubSubEnvelope
+from imagegen.models.events import generation_id_of
 from imagegen.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -21,13 +21,12 @@ log = logging.getLogger(__name__)
 
 def handle(data: Any, event_id: str | None = None) -> None:
     try:
-        envelope = PubSubEnvelope.model_validate(data)
-        message = GenerationMessage.model_validate_json(envelope.message.data)
+        generation_id = generation_id_of(data)
     except pydantic.ValidationError as exc:
         log.error("dropping malformed Pub/Sub event %s: %s", event_id, exc.errors()[:3])
         return
     dispatch(
-        message.generation_id,
+        generation_id,
         context.generations(),
         context.fal_gateway(),
         context.url_signer(),

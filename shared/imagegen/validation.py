@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pydantic
@@ -28,6 +28,8 @@ from imagegen.registry import (
 )
 from imagegen.settings import get_settings
 from imagegen.sizes import preset_size, size_for_aspect_ratio
+
+M = TypeVar("M", bound=pydantic.BaseModel)
 
 # Request fields that only some models take, checked against the registry.
 MODEL_PARAMETERS = (
@@ -91,6 +93,17 @@ class ValidatedGeneration:
         if self.width is None or self.height is None:
             return 1.0
         return self.width * self.height / 1_000_000
+
+
+def parse_body(model: type[M], body: bytes) -> M:
+    """A JSON object body validated by `model` (JSON-mode strictness): 400 if it is not a
+    JSON object, 422 naming every bad field otherwise."""
+    load_body(body)
+    try:
+        return model.model_validate_json(body)
+    except pydantic.ValidationError as exc:
+        raise_validation(problems_from_pydantic(exc))
+        raise  # unreachable: raise_validation raised
 
 
 def load_body(body: bytes) -> dict[str, Any]:

@@ -8,14 +8,13 @@ be handled (Cloud Tasks retries those too, so they are logged loudly).
 from __future__ import annotations
 
 import flask
-import pydantic
 from werkzeug.routing import Map, Rule
 
 from imagegen import context
 from imagegen.ingest import Collaborators
 from imagegen.settings import get_settings
 from imagegen.task_auth import authorize_task_call
-from imagegen.validation import load_body, problems_from_pydantic, raise_validation
+from imagegen.validation import parse_body
 from imagegen.watchdog import WatchdogCheck, run_check
 from imagegen.web import dispatch, json_response, read_body
 
@@ -39,13 +38,7 @@ def check(request: flask.Request) -> flask.Response:
         settings.watchdog_invoker,
         settings.watchdog_url.split("?")[0],
     )
-    body = read_body(request, 16 * 1024)
-    load_body(body)
-    try:
-        task = WatchdogCheck.model_validate_json(body)
-    except pydantic.ValidationError as exc:
-        raise_validation(problems_from_pydantic(exc))
-        raise
+    task = parse_body(WatchdogCheck, read_body(request, 16 * 1024))
     verdict = run_check(
         task,
         Collaborators(context.generations(), context.image_store(), context.image_fetcher()),

@@ -81,3 +81,10 @@ class FalWebhook(BaseModel):
     payload: dict[str, Any] | None = None
     error: str | None = None
     payload_error: str | None = None
+
+
+def generation_id_of(data: Any) -> str:
+    """Envelope first, then the inner message; raises pydantic.ValidationError if either is
+    malformed (callers drop such messages: no redelivery can fix them)."""
+    envelope = PubSubEnvelope.model_validate(data)
+    return GenerationMessage.model_validate_json(envelope.message.data).generation_id

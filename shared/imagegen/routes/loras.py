@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import flask
-import pydantic
 from pydantic import Field, StringConstraints, model_validator
 from werkzeug.routing import Rule
 
@@ -26,8 +25,7 @@ from imagegen.routes.common import admin, principal, valid_id
 from imagegen.settings import Settings, get_settings
 from imagegen.validation import (
     FieldProblem,
-    load_body,
-    problems_from_pydantic,
+    parse_body,
     raise_validation,
 )
 from imagegen.web import json_response, read_body
@@ -187,13 +185,7 @@ def get_lora(request: flask.Request, lora_id: str) -> flask.Response:
 def create_lora(request: flask.Request) -> flask.Response:
     admin(request)
     settings = get_settings()
-    raw = read_body(request, settings.max_request_bytes)
-    load_body(raw)
-    try:
-        new = NewLora.model_validate_json(raw)
-    except pydantic.ValidationError as exc:
-        raise_validation(problems_from_pydantic(exc))
-        raise
+    new = parse_body(NewLora, read_body(request, settings.max_request_bytes))
     problems = []
     if new.model not in MODELS or not MODELS[new.model].parameter("loras"):
         problems.append(FieldProblem("model", f"'{new.model}' takes no LoRAs", "invalid_model"))
