@@ -1,22 +1,25 @@
 """`make demo`: start the stack, generate two images through the public API, save them.
 
-Everything goes through HTTP as a frontend would: POST the generation, poll its record,
-download the signed image URLs into demo-output/.
+Everything goes through HTTP as a frontend would, with the command-line client
+(`python -m imagegen.cli`): POST the generation, poll its record, download the signed image
+URLs into demo-output/.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import httpx
+from typing import Any
 
 from infra.stack import ROOT, LocalStack
 
 OUTPUT = ROOT / "demo-output"
-REQUEST = {
+REQUEST: dict[str, Any] = {
     "prompt": "a lighthouse on a cliff at dusk, oil painting",
     "numImages": 2,
     "imageSize": "landscape_4_3",
@@ -25,45 +28,14 @@ REQUEST = {
 
 
 def run(stack: LocalStack) -> int:
-    env = stack.env
-    api = httpx.Client(
-        base_url=env["API_URL"],
-        timeout=30.0,
-        headers={"Authorization": f"Bearer {env['DEV_API_KEY']}"},
-    )
-    accepted = api.post("/v1/images/generations", json=REQUEST)
-    if accepted.status_code != 202:
-        print(f"generation refused: {accepted.status_code} {accepted.text}", file=sys.stderr)
-        return 1
-    generation_id = accepted.json()["id"]
-    print(f"generation {generation_id} accepted; waiting for fal (simulated)...")
-    deadline = time.monotonic() + 120
-    status = "queued"
-    while time.monotonic() < deadline:
-        record = api.get(f"/v1/images/generations/{generation_id}").json()
-        if record["status"] != status:
-            status = record["status"]
-            print(f"  status: {status}")
-        if status in ("completed", "failed"):
-            break
-        time.sleep(0.2)
-    if status != "completed":
-        print(f"generation ended {status}: {record.get('error')}", file=sys.stderr)
-        return 1
-    OUTPUT.mkdir(exist_ok=True)
-    print(
-        f"\ngeneration {generation_id}: {status} in {record['generationTime']:.2f} s, "
-        f"seed {record['seed']}"
-    )
-    for image in record["images"]:
-        data = httpx.get(image["url"], timeout=30.0).content
-        target = OUTPUT / f"{generation_id}-{Path(image['path']).name}"
-        target.write_bytes(data)
-        print(
-            f"  {target.relative_to(ROOT)}  {image['width']}x{image['height']} "
-            f"{image['contentType']}  {len(data):,} bytes"
-        )
-    return 0
+    """The command-line client (imagegen.cli) does it all: it prints the generation id, its
+    status as it goes, and each downloaded file with its size."""
+    env = {**os.environ, "API_URL": stack.env["API_URL"], "API_KEY": stack.env["DEV_API_KEY"]}
+    command = [sys.executable, "-m", "imagegen.cli", "generate", REQUEST["prompt"]]
+    command += ["--n", str(REQUEST["numImages"]), "--size", REQUEST["imageSize"]]
+    command += ["--seed", str(REQUEST["seed"]), "--out", str(OUTPUT.relative_to(ROOT))]
+    print(f"$ python -m imagegen.cli generate {shlex.join(command[4:])}", flush=True)
+    return subprocess.run(command, env=env, cwd=ROOT, timeout=180).returncode
 
 
 def main() -> None:

@@ -16,11 +16,23 @@ from imagegen.routes import (
     loras,
     models,
     openapi_doc,
+    playground,
     usage,
 )
 from imagegen.web import dispatch
 
-MODULES = (health, openapi_doc, generations, batches, models, loras, usage, admin, aliases)
+MODULES = (
+    health,
+    openapi_doc,
+    generations,
+    batches,
+    models,
+    loras,
+    usage,
+    admin,
+    aliases,
+    playground,
+)
 
 URL_MAP = Map(
     [rule for module in MODULES for rule in module.RULES],

@@ -46,7 +46,7 @@ class Operation:
 
     @property
     def operation_id(self) -> str:
-        words = re.sub(r"[^A-Za-z0-9]+", "_", self.openapi_path).strip("_")
+        words = re.sub(r"[^A-Za-z0-9]+", "_", self.openapi_path).strip("_") or "root"
         return f"{self.method.lower()}_{words}"
 
     @property
