@@ -9,11 +9,13 @@ production Firestore sustains about one write per second per document).
 
 - requests per hour: `userLimits/{userId}.recent`, the start times within the last hour (a
   sliding window, so Retry-After says exactly when a slot frees);
-- in flight: a count query over the user's unfinished generations, run inside the
-  admitting transaction (admissions are serialized by the document above);
+- in flight: `userLimits/{userId}.in_flight`, raised by admission and lowered by a blind
+  atomic increment in the transaction that ends a generation (no read: a user's parallel
+  completions never contend, and no query runs inside an admission — a query there would
+  lock an index range that other users' admissions write into);
 - per month: `usage/{userId}_{YYYY-MM}` counts generations, images, megapixels and the
   estimated cost. A failed or canceled generation is refunded with blind atomic increments
-  in the transaction that ends it: users pay for what they got.
+  in the transaction that ends it, likewise: users pay for what they got.
 
 Seed 001's defaults: 50 requests an hour, 2 generations in flight.
 """
@@ -26,10 +28,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
 
 from imagegen.errors import RateLimitedError
-from imagegen.models.records import TERMINAL_STATUSES, Generation, GenerationStatus
+from imagegen.models.records import Generation, GenerationStatus
 
 USER_LIMITS = "userLimits"
 USAGE = "usage"
@@ -38,7 +39,6 @@ WINDOW = timedelta(hours=1)
 # When no slot frees at a known time (in flight), how long a client should wait.
 IN_FLIGHT_RETRY_SECONDS = 5
 REFUNDED = frozenset({GenerationStatus.FAILED, GenerationStatus.CANCELED})
-UNFINISHED = [s.value for s in GenerationStatus if s not in TERMINAL_STATUSES]
 
 
 @dataclass(frozen=True)
@@ -93,26 +93,17 @@ class Ledger:
     def _usage_ref(self, user_id: str, month: str) -> firestore.DocumentReference:
         return self._db.collection(USAGE).document(f"{user_id}_{month}")
 
-    def unfinished_query(self, user_id: str):  # noqa: ANN201 - a firestore Query
-        """The user's unfinished generations (needs the index user_id + status)."""
-        return (
-            self._db.collection(GENERATIONS)
-            .where(filter=FieldFilter("user_id", "==", user_id))
-            .where(filter=FieldFilter("status", "in", UNFINISHED))
-        )
-
     def read(self, transaction: firestore.Transaction, user_id: str, now: datetime) -> LedgerState:
         month = month_key(now)
         limits_ref, usage_ref = self._limits_ref(user_id), self._usage_ref(user_id, month)
         snapshots = {s.reference.path: s for s in transaction.get_all([limits_ref, usage_ref])}
         limits, usage = snapshots.get(limits_ref.path), snapshots.get(usage_ref.path)
-        count = self.unfinished_query(user_id).count(alias="n").get(transaction=transaction)
-        recent = ((limits.to_dict() if limits and limits.exists else None) or {}).get("recent", [])
+        state = (limits.to_dict() if limits and limits.exists else None) or {}
         return LedgerState(
             user_id=user_id,
             month=month,
-            recent=sorted(t for t in recent if t > now - WINDOW),
-            in_flight=int(count[0][0].value),
+            recent=sorted(t for t in state.get("recent", []) if t > now - WINDOW),
+            in_flight=max(0, int(state.get("in_flight", 0))),
             usage=(usage.to_dict() if usage and usage.exists else None) or {},
         )
 
@@ -131,7 +122,11 @@ class Ledger:
             _check(state, charges, limits, now)
         transaction.set(
             self._limits_ref(state.user_id),
-            {"recent": state.recent + [now] * len(charges), "updated_at": now},
+            {
+                "recent": state.recent + [now] * len(charges),
+                "in_flight": state.in_flight + len(charges),
+                "updated_at": now,
+            },
         )
         usage = state.usage
         transaction.set(
@@ -152,9 +147,15 @@ class Ledger:
             },
         )
 
-    def refund_if_due(self, transaction: firestore.Transaction, generation: Generation) -> None:
-        """Called in the transaction that ends `generation`: a failure is refunded. Blind
-        increments: nothing is read, so a user's generations never contend here."""
+    def on_end(self, transaction: firestore.Transaction, generation: Generation) -> None:
+        """Called in the transaction that ends `generation`: its in-flight slot frees, and
+        a failure is refunded. Blind increments: nothing is read, so a user's generations
+        never contend here."""
+        transaction.set(
+            self._limits_ref(generation.user_id),
+            {"in_flight": firestore.Increment(-1)},
+            merge=True,
+        )
         if generation.status not in REFUNDED:
             return
         charge = Charge.of(generation)
@@ -174,7 +175,9 @@ class Ledger:
         return (snapshot.to_dict() if snapshot.exists else None) or {}
 
     def in_flight(self, user_id: str) -> int:
-        return int(self.unfinished_query(user_id).count(alias="n").get()[0][0].value)
+        snapshot = self._limits_ref(user_id).get()
+        data = (snapshot.to_dict() if snapshot.exists else None) or {}
+        return max(0, int(data.get("in_flight", 0)))
 
 
 def _check(state: LedgerState, charges: list[Charge], limits: Limits, now: datetime) -> None:

@@ -161,7 +161,7 @@ class GenerationRepository:
             if not change(generation, transaction):
                 return None
             if not was_terminal and generation.is_terminal:
-                self._ledger.refund_if_due(transaction, generation)
+                self._ledger.on_end(transaction, generation)
             transaction.set(ref, _document(generation))
             changes.append((before, _states(generation)))
             return generation

@@ -565,9 +565,6 @@ def _recording() -> Iterator[tuple[_Recorder, Any]]:
 QUERY_SITES = {
     "repository:GenerationRepository.list_for_user": "history",
     "repository:ApiKeyRepository._where": "api keys",
-    "limits:Ledger.unfinished_query": "admission",
-    "limits:Ledger.read": "admission",
-    "limits:Ledger.in_flight": "admission",
     "cleanup:FirestoreCleanupStore._expired_query": "cleanup",
     "cleanup:FirestoreCleanupStore._stuck_query": "cleanup",
     "cleanup:FirestoreCleanupStore._page": "cleanup",
@@ -610,7 +607,6 @@ def recorded_queries() -> tuple[Query, ...]:
     from itertools import product
 
     from imagegen.cleanup import FirestoreCleanupStore
-    from imagegen.limits import Ledger
     from imagegen.loras import LoraRepository
     from imagegen.models.records import GenerationStatus
     from imagegen.repository import (
@@ -630,9 +626,6 @@ def recorded_queries() -> tuple[Query, ...]:
                 selection = HistoryFilter("u", status, model, after, before)
                 history.list_for_user(selection, 10)
                 history.list_for_user(selection, 10, after=HistoryPosition(now, "g"))
-        with recorder.at("admission"):
-            ledger = Ledger(client)
-            ledger.in_flight("u")
         with recorder.at("cleanup"):
             store = FirestoreCleanupStore(client)
             store.expired(now, 10, None)
