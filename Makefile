@@ -6,13 +6,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 API_PORT ?= 8080
 
-.PHONY: help setup check-tools demo dev test test-unit fuzz lint bundle clean
+.PHONY: help setup check-tools demo dev test test-unit fuzz lint bundle bench chaos clean
 
 help:
 	@echo "make demo   set up, start the stack, generate 2 images into demo-output/, stop"
 	@echo "make dev    run the whole local stack in the foreground (API on :$(API_PORT))"
 	@echo "make test   run every test (starts and stops the emulators it needs)"
 	@echo "make fuzz   schemathesis against a fresh stack's /openapi.json (FUZZ_ARGS=\"--seed 7\")"
+	@echo "make bench  performance benchmark on a fresh local stack (< 10 min): bench/results/latest.json"
+	@echo "make chaos  soak a fresh stack: 200 generations under fal faults and crashes (CHAOS_ARGS=\"--seed 7\")"
 	@echo "make lint   terraform fmt -check, ruff, checkov over terraform/"
 	@echo "make bundle deployment zips dist/<function>.zip (main.py, imagegen/, pinned requirements.txt)"
 
@@ -47,6 +49,15 @@ test: setup
 
 fuzz: setup
 	@$(PY) -m infra.fuzz $(FUZZ_ARGS)
+
+# The performance benchmark (bench/README.md): its own stack, stops by itself.
+bench: setup
+	@$(PY) -m infra.bench
+
+# The chaos soak (infra/chaos.py): its own stack, mixed fal faults, the webhook and the
+# dispatcher crashed once each; bounded (< 10 min), exits 1 on a broken invariant.
+chaos: setup
+	@$(PY) -m infra.chaos $(CHAOS_ARGS)
 
 test-unit: $(VENV)/.synced
 	@$(PY) -m pytest -q tests/unit
