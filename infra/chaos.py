@@ -1,18 +1,22 @@
 """`make chaos`: a bounded soak of the whole local stack under mixed fal faults and crashes.
 
     python -m infra.chaos [--generations 200] [--concurrency 20] [--seed S] [--no-kill]
-                          [--timeout SECONDS] [--output PATH] [--keep]
+                          [--users 1] [--faults a,b] [--timeout SECONDS] [--output PATH]
+                          [--keep]
 
 It starts its own `LocalStack` in a temporary directory (a watchdog that first checks 8 s
-after a submit, so lost webhooks are recovered within the run), issues a few admin API
-keys (admins are not rate-limited) and keeps `--concurrency` generations in flight until
-`--generations` have been accepted. Each generation gets a fault from `FAULTS` as a prompt
-marker of the fal simulator (`infra/falsim/faults.py`), or none, with a random model, image
-count (1..5: five FLUX images are two fal requests), size and format; every fault kind is
-drawn at least once when there are enough generations. Unless `--no-kill`, the webhook and
-then the dispatcher function are crashed once each (process group SIGKILLed, no graceful
-shutdown) while generations are in flight, and started again `KILL_DOWNTIME` seconds later.
-Then it waits (bounded) until every accepted generation has ended.
+after a submit, so lost webhooks are recovered within the run), issues an admin API key
+(admins are not rate-limited; `--users` for more) and keeps `--concurrency` generations in
+flight, submitting included, until `--generations` have been accepted. Submits carry an
+Idempotency-Key and retry 503s and dropped connections, as a careful client would. Each
+generation gets a fault from `FAULTS` as a prompt marker of the fal simulator
+(`infra/falsim/faults.py`), or none, with a random model, image count (1..5: five FLUX
+images are two fal requests), size and format; every fault kind is drawn at least once when
+there are enough generations. Unless `--no-kill`, the webhook and then the dispatcher
+function are crashed once each (process group killed, no graceful shutdown) while
+generations are in flight, and started again `KILL_DOWNTIME` seconds later; the second crash
+waits until the first function is back and `KILL_SPACING` has passed. Then it waits until
+every accepted generation has ended, or `--timeout` seconds after the first submit.
 
 It ends with a table per fault and the invariants, and exits 1 unless all hold:
 
@@ -28,8 +32,11 @@ It ends with a table per fault and the invariants, and exits 1 unless all hold:
   the dispatcher's crash and no dispatcher ever logged it as submitted (so the crash came
   between fal's answer and the record). Excused parts are counted and listed;
 - orphan objects = 0: objects under `generations/` or `thumbnails/` that no record
-  references (its record missing, or not naming that path), and images a record names
-  that do not exist (missing objects).
+  references (its record missing, or ended without naming that path; a running
+  generation's unrecorded copies are reported apart), and images a record names that do
+  not exist (missing objects);
+- and nothing else: every submit accepted, no record or fal request this run did not ask
+  for, both crashes done.
 
 The numbers and every violation (with the generation's log lines from the stack's `logs/`)
 go to `.dev/chaos-latest.json`. On a violation the stack's directory (logs included) is kept
@@ -43,6 +50,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import ssl
 import sys
@@ -51,6 +59,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,11 +82,17 @@ STUCK_AFTER = 120.0
 WATCHDOG_FIRST_CHECK = 8.0
 WATCHDOG_RECHECK = 2.0
 INFERENCE_DELAY = 0.5
-# How long a crashed function stays down before it is started again.
+# How long a crashed function stays down before it is started again, and the least time
+# between one function's restart and the next crash.
 KILL_DOWNTIME = 3.0
+KILL_SPACING = 10.0
 # Which function is crashed when this share of the generations has been accepted.
 KILLS = (("webhook", 0.25), ("dispatcher", 0.55))
-USERS = 4
+# Admin users the generations are spread over. One by default: the api serializes one
+# user's admissions, while different users' admitting transactions (each with a count query
+# over its user's generations) deadlock in the Firestore emulator, which resolves that only
+# by timing out: with 4 users and 20 submitting at once, admissions take 10-60 s each.
+USERS = 1
 TERMINAL = frozenset({"completed", "failed", "canceled"})
 OUTPUT = ROOT / ".dev" / "chaos-latest.json"
 
@@ -207,13 +222,14 @@ class Planned:
     body: dict[str, Any]
 
 
-def plan(count: int, seed: int, ports: Ports) -> list[Planned]:
+def plan(count: int, seed: int, ports: Ports, only: frozenset[str] | None = None) -> list[Planned]:
     """The generations to submit, from the seed alone: each fault kind once (when there are
-    enough), the rest drawn by weight, shuffled."""
+    enough), the rest drawn by weight, shuffled. `only` limits the kinds."""
     rng = random.Random(seed)
-    kinds = [fault.name for fault in FAULTS] if count >= len(FAULTS) else []
-    weights = [fault.weight for fault in FAULTS]
-    kinds += rng.choices([fault.name for fault in FAULTS], weights, k=count - len(kinds))
+    faults = [fault for fault in FAULTS if only is None or fault.name in only]
+    kinds = [fault.name for fault in faults] if count >= len(faults) else []
+    weights = [fault.weight for fault in faults]
+    kinds += rng.choices([fault.name for fault in faults], weights, k=count - len(kinds))
     rng.shuffle(kinds)
     planned = []
     for number, kind in enumerate(kinds):
@@ -244,6 +260,11 @@ class Tracked:
     ended_at: float | None = None
     refused: str | None = None  # the API's answer when it never accepted
     stuck: bool = False
+    submit_started: float | None = None
+    answer_lost: bool = False  # the POST failed, but the generation was created
+    retried_503: int = 0  # 503 answers (contention) before it was accepted
+    retried_transport: int = 0  # requests sent again after a connection error
+    replayed: bool = False  # accepted by a retry that found the first request's generation
 
 
 @dataclass
@@ -263,6 +284,7 @@ class Run:
     timeout: float
     kills: list[Kill]
     log: Callable[[str], None]
+    seed: int
     tracked: list[Tracked] = field(default_factory=list)
     started: float = 0.0
     submit_ended: float = 0.0
@@ -292,30 +314,44 @@ def _records(db, ids: list[str]) -> dict[str, dict[str, Any]]:  # noqa: ANN001
     return found
 
 
-def _submit(http: httpx.Client, key: str, body: dict[str, Any]) -> tuple[str | None, str]:
-    """The generation's id, or None and why; 503s (contention) are retried as told."""
-    answer = ""
-    for _ in range(6):
+def _submit(http: httpx.Client, key: str, seed: int, tracked: Tracked, give_up: float) -> None:
+    """Creates the generation as a careful client would: with an Idempotency-Key, so that a
+    request whose answer was lost (a dropped keep-alive connection, a timeout) can be sent
+    again without making a second generation, and retrying 503s (contention, publish
+    failure) after their Retry-After, until `give_up`."""
+    tracked.submit_started = time.time()
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Idempotency-Key": f"chaos-{seed}-{tracked.planned.number}",
+    }
+    while True:
         try:
             response = http.post(
-                "/v1/images/generations", json=body, headers={"Authorization": f"Bearer {key}"}
+                "/v1/images/generations", json=tracked.planned.body, headers=headers
             )
-        except httpx.HTTPError as exc:
-            answer = f"{type(exc).__name__}: {exc}"
-            time.sleep(1.0)
+        except httpx.TransportError as exc:
+            tracked.refused = f"{type(exc).__name__}: {exc}"
+            tracked.retried_transport += 1
+            if time.time() > give_up:
+                return
+            time.sleep(0.5)
             continue
         if response.status_code == 202:
-            return response.json()["id"], ""
-        answer = f"{response.status_code} {response.text[:300]}"
-        if response.status_code != 503:
-            break
-        time.sleep(min(float(response.headers.get("retry-after", "1") or 1), 2.0))
-    return None, answer
+            tracked.id = response.json()["id"]
+            tracked.accepted_at = time.time()
+            tracked.replayed = response.headers.get("idempotent-replayed") == "true"
+            return
+        tracked.refused = f"{response.status_code} {response.text[:300]}"
+        if response.status_code != 503 or time.time() > give_up:
+            return
+        tracked.retried_503 += 1
+        time.sleep(min(float(response.headers.get("retry-after") or 1), 2.0))
 
 
 def _crash_and_restart(stack: LocalStack, kill: Kill, log: Callable[[str], None]) -> None:
-    """Crashes a function (its whole process group, SIGKILL: no graceful shutdown, work in
-    flight is cut off), waits, and starts it again on the same port."""
+    """Crashes a function: `Managed.stop` with no grace sends its process group SIGTERM and
+    at once SIGKILL, so requests in flight are cut off mid-way (open Firestore transactions
+    included). Then it waits and starts the function again on the same port."""
     try:
         kill.killed_at = time.time()
         stack.processes[kill.function].stop(grace_seconds=0)
@@ -330,77 +366,145 @@ def _crash_and_restart(stack: LocalStack, kill: Kill, log: Callable[[str], None]
 
 
 def soak(run: Run, keys: list[tuple[str, str]], db) -> None:  # noqa: ANN001
+    """Keeps `run.concurrency` generations in flight (submitting included) until all are
+    submitted or the time is up, crashes functions on the way, then drains."""
     stack, log = run.stack, run.log
-    http = httpx.Client(base_url=stack.env["API_URL"], timeout=30.0)
-    pending = list(run.planned)
+    http = httpx.Client(
+        base_url=stack.env["API_URL"],
+        timeout=120.0,
+        limits=httpx.Limits(max_connections=run.concurrency + 4),
+    )
+    slots = threading.Semaphore(run.concurrency)
+    lock = threading.Lock()
     in_flight: dict[str, Tracked] = {}
-    killers: list[threading.Thread] = []
+    counts: Counter[str] = Counter()
+    stop = threading.Event()
+    draining = threading.Event()
     run.started = time.time()
     deadline = run.started + run.timeout
-    accepted = 0
+    # Submitting (503s retried) stops here, leaving the rest of the time to drain.
+    submit_deadline = deadline - min(MIN_DRAIN, 0.4 * run.timeout)
+
+    def crash() -> None:
+        """The crashes, in order: each once enough generations were accepted, and not
+        before the previous one's function is back and KILL_SPACING has passed."""
+        for kill in run.kills:
+            while counts["accepted"] < kill.after_accepted:
+                if stop.wait(0.2):
+                    return
+            _crash_and_restart(stack, kill, log)
+            if stop.wait(KILL_SPACING):
+                return
+
+    def acquire_slot() -> bool:
+        while time.time() <= submit_deadline:
+            if slots.acquire(timeout=1.0):
+                if time.time() <= submit_deadline:
+                    return True
+                slots.release()
+        return False
+
+    def submit(tracked: Tracked) -> None:
+        _, key = keys[tracked.planned.number % len(keys)]
+        try:
+            _submit(http, key, run.seed, tracked, give_up=submit_deadline)
+        except Exception as exc:  # a harness failure must not leave a slot taken
+            tracked.refused = f"{type(exc).__name__}: {exc}"
+        if tracked.id is None:
+            log(
+                f"  refused: #{tracked.planned.number} ({tracked.planned.fault}): {tracked.refused}"
+            )
+            slots.release()
+            return
+        tracked.refused = None
+        with lock:
+            in_flight[tracked.id] = tracked
+            counts["accepted"] += 1
+
+    def poll() -> None:
+        while not stop.wait(0.5):
+            with lock:
+                ids = list(in_flight)
+            if not ids:
+                continue
+            try:
+                records = _records(db, ids)
+            except Exception as exc:  # the emulator is busy: next round
+                log(f"  (poll failed: {type(exc).__name__})")
+                continue
+            now = time.time()
+            with lock:
+                for generation_id in ids:
+                    tracked = in_flight[generation_id]
+                    record = records.get(generation_id)
+                    if record is not None and record.get("status") in TERMINAL:
+                        tracked.ended_at = now
+                        del in_flight[generation_id]
+                        if not tracked.stuck:
+                            slots.release()
+                    elif not draining.is_set() and now - (tracked.accepted_at or now) > STUCK_AFTER:
+                        # Judged at the end (and watched again while draining); its slot
+                        # goes to the next generation.
+                        tracked.stuck = True
+                        del in_flight[generation_id]
+                        slots.release()
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    crasher = threading.Thread(target=crash, daemon=True)
+    crasher.start()
     last_report = 0.0
+    submitters = ThreadPoolExecutor(max_workers=run.concurrency, thread_name_prefix="submit")
     try:
-        while pending and time.time() < deadline - MIN_DRAIN:
-            while pending and len(in_flight) < run.concurrency:
-                planned = pending.pop(0)
-                user, key = keys[planned.number % len(keys)]
-                tracked = Tracked(planned, user)
-                run.tracked.append(tracked)
-                tracked.id, refusal = _submit(http, key, planned.body)
-                if tracked.id is None:
-                    tracked.refused = refusal
-                    log(f"  refused: #{planned.number} ({planned.fault}): {refusal}")
-                    continue
-                tracked.accepted_at = time.time()
-                in_flight[tracked.id] = tracked
-                accepted += 1
-                for kill in run.kills:
-                    if kill.killed_at is None and accepted == kill.after_accepted:
-                        kill.killed_at = time.time()  # claimed; the thread sets it again
-                        thread = threading.Thread(
-                            target=_crash_and_restart, args=(stack, kill, log), daemon=True
-                        )
-                        thread.start()
-                        killers.append(thread)
-            _poll(db, in_flight)
+        for planned in run.planned:
+            if not acquire_slot():
+                break
+            tracked = Tracked(planned, keys[planned.number % len(keys)][0])
+            run.tracked.append(tracked)
+            submitters.submit(submit, tracked)
             now = time.time()
             if now - last_report >= 10:
                 last_report = now
+                with lock:
+                    running = len(in_flight)
                 log(
-                    f"  {now - run.started:5.0f} s: {accepted} accepted, {len(in_flight)} "
-                    f"in flight, {len(pending)} to go"
+                    f"  {now - run.started:5.0f} s: {counts['accepted']} accepted, "
+                    f"{running} in flight, {len(run.planned) - len(run.tracked)} to go"
                 )
-            time.sleep(0.3)
+        submitters.shutdown(wait=True)
         run.submit_ended = time.time()
-        if pending:
-            log(f"  submitting stopped at the deadline: {len(pending)} never submitted")
-        # Drain: until every accepted generation has ended, or the time is up.
+        if len(run.tracked) < len(run.planned):
+            log(f"  submitting stopped at the deadline: {len(run.planned) - len(run.tracked)} left")
+        # Drain: until every accepted generation has ended, or the time is up. Generations
+        # that overstayed STUCK_AFTER are watched again here.
         drain_deadline = max(deadline, run.submit_ended + 30.0)
-        for thread in killers:
-            thread.join(timeout=max(1.0, drain_deadline - time.time()))
-        while in_flight and time.time() < drain_deadline:
-            _poll(db, in_flight, stuck_after=None)
+        draining.set()
+        with lock:
+            for tracked in run.tracked:
+                if tracked.id and tracked.stuck and tracked.ended_at is None:
+                    in_flight[tracked.id] = tracked
+        while time.time() < drain_deadline:
+            with lock:
+                running = len(in_flight)
+            if not running:
+                break
             now = time.time()
-            if now - last_report >= 10:
+            if now - last_report >= 30:
                 last_report = now
-                log(f"  {now - run.started:5.0f} s: draining, {len(in_flight)} still running")
+                with lock:
+                    few = ", ".join(sorted(in_flight)[:3]) if running <= 3 else ""
+                log(
+                    f"  {now - run.started:5.0f} s: draining, {running} still running"
+                    + (f" ({few})" if few else "")
+                )
             time.sleep(0.5)
         run.drain_ended = time.time()
     finally:
+        stop.set()
+        poller.join(timeout=5)
+        crasher.join(timeout=60)
+        submitters.shutdown(wait=False, cancel_futures=True)
         http.close()
-
-
-def _poll(db, in_flight: dict[str, Tracked], stuck_after: float | None = STUCK_AFTER) -> None:  # noqa: ANN001
-    records = _records(db, list(in_flight))
-    now = time.time()
-    for generation_id, tracked in list(in_flight.items()):
-        record = records.get(generation_id)
-        if record is not None and record.get("status") in TERMINAL:
-            tracked.ended_at = now
-            del in_flight[generation_id]
-        elif stuck_after is not None and now - (tracked.accepted_at or now) > stuck_after:
-            tracked.stuck = True  # judged at the end; its slot goes to the next one
-            del in_flight[generation_id]
 
 
 # -- judging ---------------------------------------------------------------------------------
@@ -411,6 +515,12 @@ def _part_of(request: dict[str, Any]) -> tuple[str | None, int | None]:
     gid = query.get("gid", [None])[0]
     part = query.get("part", [None])[0]
     return gid, int(part) if part is not None and part.isdigit() else None
+
+
+def _owner(name: str) -> str | None:
+    """The generation id in `{generations|thumbnails}/{user}/{generation}/{file}`."""
+    parts = name.split("/")
+    return parts[2] if len(parts) == 4 else None
 
 
 def _log_lines(logs_dir: Path) -> list[tuple[str, str]]:
@@ -451,6 +561,8 @@ class Verdict:
     evidence: list[str] = field(default_factory=list)
     # Ended as its fault says (status, code; a completed one with exactly its images).
     outcome_ok: bool = False
+    # Functions crashed while it was running.
+    crashes: list[str] = field(default_factory=list)
 
     @property
     def wrong(self) -> bool:
@@ -468,7 +580,7 @@ class Verdict:
 @dataclass
 class Report:
     verdicts: list[Verdict]
-    invariants: dict[str, int]
+    invariants: dict[str, float]
     excused_parts: list[str]
     unattributed_requests: list[str]
     orphans: list[str]
@@ -483,13 +595,27 @@ class Report:
 
 def judge(run: Run, db, gcs) -> Report:  # noqa: ANN001
     stack = run.stack
+    # Every record in the stack is this run's. One whose POST answer never came (a client
+    # timeout) is matched to its planned generation by the number in its prompt.
+    records = {
+        snapshot.id: snapshot.to_dict() for snapshot in db.collection("generations").stream()
+    }
+    tracked_ids = {t.id for t in run.tracked if t.id}
+    by_number = {t.planned.number: t for t in run.tracked}
+    prefix = re.compile(rf"^chaos {run.seed}-(\d+) ")
+    for generation_id, record in records.items():
+        match = prefix.match(record.get("prompt", ""))
+        tracked = by_number.get(int(match.group(1))) if match else None
+        if generation_id not in tracked_ids and tracked is not None and tracked.id is None:
+            tracked.id = generation_id
+            tracked.answer_lost = True
     accepted = [t for t in run.tracked if t.id is not None]
-    records = _records(db, [t.id for t in accepted if t.id])
     trust = ssl.create_default_context(cafile=stack.env["SSL_CERT_FILE"])
     with httpx.Client(base_url=stack.env["FAL_SIM_URL"], verify=trust, timeout=30.0) as sim:
         sim_requests = sim.get("/_sim/requests").json()
     bucket = gcs.bucket(stack.env["IMAGES_BUCKET"])
     objects = {blob.name for blob in gcs.list_blobs(bucket)}
+    records_of_others = sorted(set(records) - {t.id for t in accepted})
     lines = _log_lines(stack.state_dir / "logs")
     recorded_by_dispatcher = _submitted_by_a_dispatcher(lines)
     dispatcher_kills = [
@@ -501,7 +627,7 @@ def judge(run: Run, db, gcs) -> Report:  # noqa: ANN001
     ours = {t.id for t in accepted}
     for request in sim_requests:
         gid, part = _part_of(request)
-        if gid in ours and part is not None:
+        if gid is not None and gid in ours and part is not None:
             by_part[(gid, part)].append(request)
         else:
             unattributed.append(request["request_id"])
@@ -512,8 +638,12 @@ def judge(run: Run, db, gcs) -> Report:  # noqa: ANN001
             referenced.add(image["path"])
             if image.get("thumbnail_path"):
                 referenced.add(image["thumbnail_path"])
-    orphans = sorted(objects - referenced)
     missing = sorted(referenced - objects)
+    # An object no record names is an orphan, unless its generation is still running (a copy
+    # not yet recorded: that generation is counted as lost, not its objects as orphans).
+    unfinished = {i for i, r in records.items() if r.get("status") not in TERMINAL}
+    unrecorded = sorted(o for o in objects - referenced if _owner(o) in unfinished)
+    orphans = sorted(o for o in objects - referenced if _owner(o) not in unfinished)
 
     verdicts: list[Verdict] = []
     excused: list[str] = []
@@ -532,6 +662,14 @@ def judge(run: Run, db, gcs) -> Report:  # noqa: ANN001
             expect.describe(),
         )
         verdicts.append(verdict)
+        for kill in run.kills:
+            began = tracked.submit_started or 0.0
+            if (
+                kill.killed_at
+                and began <= (kill.restarted_at or kill.killed_at) + 5
+                and (tracked.ended_at is None or tracked.ended_at >= kill.killed_at)
+            ):
+                verdict.crashes.append(kill.function)
         if tracked.id is None:
             verdict.problems.append(f"never accepted: {tracked.refused}")
             continue
@@ -573,11 +711,14 @@ def judge(run: Run, db, gcs) -> Report:  # noqa: ANN001
             duplicates += collisions
             verdict.problems.append(f"{collisions} images share an index: {sorted(indices)}")
         user = record["user_id"]
-        for prefix, kind in (
+        # Duplicates: more objects under the generation's prefixes than the record has
+        # images (an unfinished generation's copies are judged by its being lost instead).
+        prefixes = (
             (f"generations/{user}/{tracked.id}/", "image"),
             (f"thumbnails/{user}/{tracked.id}/", "thumbnail"),
-        ):
-            stored = sorted(name for name in objects if name.startswith(prefix))
+        )
+        for object_prefix, kind in prefixes if status in TERMINAL else ():
+            stored = sorted(name for name in objects if name.startswith(object_prefix))
             extra = len(stored) - len(images)
             if extra > 0:
                 duplicates += extra
@@ -628,6 +769,7 @@ def judge(run: Run, db, gcs) -> Report:  # noqa: ANN001
     invariants = {
         "accepted": len(accepted),
         "refused": len(run.tracked) - len(accepted),
+        "accepted_but_answer_lost": sum(1 for t in accepted if t.answer_lost),
         "never_submitted": len(run.planned) - len(run.tracked),
         "terminal": terminal,
         "lost": lost,
@@ -637,7 +779,23 @@ def judge(run: Run, db, gcs) -> Report:  # noqa: ANN001
         "parts_excused_dispatcher_killed_mid_submit": len(excused),
         "orphan_objects": len(orphans),
         "missing_objects": len(missing),
+        "unrecorded_objects_of_unfinished": len(unrecorded),
         "unattributed_fal_requests": len(unattributed),
+        "records_of_no_submission": len(records_of_others),
+        "submit_503_retries": sum(t.retried_503 for t in run.tracked),
+        "submit_transport_retries": sum(t.retried_transport for t in run.tracked),
+        "submit_replayed": sum(1 for t in accepted if t.replayed),
+        "max_admission_seconds": round(
+            max(
+                (
+                    t.accepted_at - t.submit_started
+                    for t in accepted
+                    if t.submit_started and t.accepted_at is not None
+                ),
+                default=0.0,
+            ),
+            1,
+        ),
         "fal_requests": len(sim_requests),
         "objects": len(objects),
     }
@@ -663,6 +821,8 @@ def judge(run: Run, db, gcs) -> Report:  # noqa: ANN001
         violations.append(f"missing objects = {len(missing)} (a record names an absent object)")
     if unattributed:
         violations.append(f"{len(unattributed)} fal requests name no generation of this run")
+    if records_of_others:
+        violations.append(f"{len(records_of_others)} records no submit of this run made")
     for kill in run.kills:
         if kill.error or kill.killed_at is None:
             violations.append(f"crash of {kill.function}: {kill.error or 'never happened'}")
@@ -671,13 +831,35 @@ def judge(run: Run, db, gcs) -> Report:  # noqa: ANN001
     )
 
 
+_PRODUCT = ("api", "dispatcher", "webhook", "watchdog", "deadletter", "cleanup", "relay")
+_STAMP = re.compile(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})[.,](\d{3})")
+_FIELDS = ("part", "parts", "code", "falRequestId", "check", "verdict", "reason", "status")
+
+
 def _evidence(
     lines: list[tuple[str, str]], generation_id: str, fal_requests: dict[int, list[str]]
 ) -> list[str]:
-    """The stack's log lines about a generation (its id, or one of its fal request ids)."""
+    """The stack's log lines about a generation (its id, or one of its fal request ids), in
+    time order: every line of the product's functions, and the simulator's own lines but
+    its access log (the watchdog's status polls would drown the rest)."""
     needles = [generation_id, *(r for ids in fal_requests.values() for r in ids)]
-    found = [f"{process}: {line}" for process, line in lines if any(n in line for n in needles)]
-    return found[:60]
+    found = []
+    for process, line in lines:
+        if not any(needle in line for needle in needles):
+            continue
+        if process not in _PRODUCT and (process != "falsim" or "falsim.server" in line):
+            continue
+        stamp = _STAMP.search(line)
+        when = f"{stamp.group(2)}.{stamp.group(3)}" if stamp else "?"
+        text = line
+        with contextlib.suppress(ValueError, AttributeError):
+            entry = json.loads(line)
+            extra = " ".join(f"{k}={entry[k]}" for k in _FIELDS if entry.get(k) not in (None, ""))
+            text = f"{entry.get('severity', '')} {entry.get('message', '')} {extra}".strip()
+            if entry.get("stack_trace"):
+                text += " | " + entry["stack_trace"].strip().splitlines()[-1]
+        found.append((when, f"{when} {process}: {text[:400]}"))
+    return [text for _, text in sorted(found)][:80]
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -700,7 +882,7 @@ def table(report: Report) -> str:
     by_fault: dict[str, list[Verdict]] = defaultdict(list)
     for verdict in report.verdicts:
         by_fault[verdict.fault].append(verdict)
-    totals = Counter()
+    totals: Counter[str] = Counter()
     for fault in FAULTS:
         verdicts = by_fault.get(fault.name, [])
         if not verdicts:
@@ -770,9 +952,16 @@ def invariant_lines(report: Report) -> str:
         f"{i['parts_over_request_limit']} (excused, dispatcher killed mid-submit: "
         f"{i['parts_excused_dispatcher_killed_mid_submit']}; {i['fal_requests']} fal requests)",
         f"{mark(i['orphan_objects'])}  orphan objects = {i['orphan_objects']} "
-        f"(of {i['objects']}); missing objects = {i['missing_objects']}",
+        f"(of {i['objects']}); missing objects = {i['missing_objects']}; objects of "
+        f"unfinished generations not (yet) recorded = {i['unrecorded_objects_of_unfinished']}",
         f"{mark(i['unattributed_fal_requests'])}  fal requests of no generation = "
         f"{i['unattributed_fal_requests']}",
+        f"{mark(i['records_of_no_submission'])}  records of no submission = "
+        f"{i['records_of_no_submission']}",
+        f"info  admissions: {i['submit_503_retries']} answers 503 and "
+        f"{i['submit_transport_retries']} connection errors retried "
+        f"({i['submit_replayed']} answered by idempotent replay), slowest accepted after "
+        f"{i['max_admission_seconds']} s",
     ]
     for kill in report.kills:
         if kill.killed_at and kill.restarted_at:
@@ -785,7 +974,7 @@ def invariant_lines(report: Report) -> str:
     return "\n".join(lines)
 
 
-def details(report: Report, evidence_lines: int = 12) -> str:
+def details(report: Report, evidence_lines: int = 20) -> str:
     out = []
     for verdict in report.verdicts:
         if not verdict.wrong:
@@ -793,11 +982,18 @@ def details(report: Report, evidence_lines: int = 12) -> str:
         out.append(
             f"\n#{verdict.number} {verdict.generation_id} fault={verdict.fault} "
             f"images={verdict.num_images} outcome={verdict.outcome} expected={verdict.expected}"
+            + (
+                f" (running during the {' and '.join(verdict.crashes)} crash)"
+                if verdict.crashes
+                else ""
+            )
         )
         out.extend(f"    - {problem}" for problem in verdict.problems)
         out.append(f"    fal requests per part: {verdict.fal_requests}")
-        for line in verdict.evidence[-evidence_lines:]:
-            out.append(f"    | {line[:400]}")
+        for line in verdict.evidence[:evidence_lines]:
+            out.append(f"    | {line[:300]}")
+        if len(verdict.evidence) > evidence_lines:
+            out.append(f"    | … {len(verdict.evidence) - evidence_lines} more lines in the report")
     for text in report.excused_parts:
         out.append(f"\nexcused: {text}")
     for name in report.orphans[:20]:
@@ -820,6 +1016,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--no-kill", action="store_true", help="crash no function")
+    parser.add_argument("--users", type=int, default=USERS, help="admin users submitting")
+    parser.add_argument(
+        "--faults", help="only these fault kinds, comma-separated (default: all of FAULTS)"
+    )
     parser.add_argument(
         "--timeout",
         type=float,
@@ -830,8 +1030,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=OUTPUT, help="the JSON report")
     parser.add_argument("--keep", action="store_true", help="keep the stack's directory")
     args = parser.parse_args(argv)
-    if args.generations < 1 or args.concurrency < 1:
-        parser.error("--generations and --concurrency must be at least 1")
+    if args.generations < 1 or args.concurrency < 1 or args.users < 1:
+        parser.error("--generations, --concurrency and --users must be at least 1")
+    only = frozenset(args.faults.split(",")) if args.faults else None
+    if only is not None and not only <= set(FAULTS_BY_NAME):
+        parser.error(
+            f"unknown faults {sorted(only - set(FAULTS_BY_NAME))}; known: {list(FAULTS_BY_NAME)}"
+        )
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -851,8 +1056,10 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         log(f"stack up in {time.time() - began:.1f} s")
         db, gcs = _clients(stack)
-        keys = [(f"chaos-{n}", stack.create_api_key(f"chaos-{n}", "admin")) for n in range(USERS)]
-        planned = plan(args.generations, args.seed, Ports(internal=stack.ports["firestore"]))
+        keys = [
+            (f"chaos-{n}", stack.create_api_key(f"chaos-{n}", "admin")) for n in range(args.users)
+        ]
+        planned = plan(args.generations, args.seed, Ports(internal=stack.ports["firestore"]), only)
         kills = (
             []
             if args.no_kill
@@ -865,7 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
             + (", ".join(f"{k.function} after {k.after_accepted}" for k in kills) or "none")
         )
         log("  mix: " + ", ".join(f"{name} {n}" for name, n in mix.most_common()))
-        run = Run(stack, planned, args.concurrency, args.timeout, kills, log)
+        run = Run(stack, planned, args.concurrency, args.timeout, kills, log, args.seed)
         soak(run, keys, db)
         report = judge(run, db, gcs)
         elapsed = time.time() - began

@@ -143,6 +143,9 @@ class LocalStack:
             "TASKS_EMULATOR_HOST": f"127.0.0.1:{p['tasks']}",
             "WATCHDOG_FIRST_CHECK_SECONDS": str(self.watchdog_first_check),
             "WATCHDOG_RECHECK_SECONDS": str(self.watchdog_recheck),
+            # Shorter than the local subscription's retry window (backoff 1..8 s, 5 attempts),
+            # as production's 90 s is shorter than its 10..600 s window.
+            "SUBMIT_LEASE_SECONDS": "5",
             "WEBHOOK_HMAC_KEY": hmac_file.read_text().strip(),
             "FAL_KEY": self.fal_key or os.environ.get("FAL_KEY") or "sim-key",
             "FAL_SIM_URL": f"https://127.0.0.1:{p['falsim']}",
@@ -294,7 +297,7 @@ class LocalStack:
                         "ack_deadline_seconds": 60,
                         "retry_policy": {
                             "minimum_backoff": {"seconds": 1},
-                            "maximum_backoff": {"seconds": 4},
+                            "maximum_backoff": {"seconds": 8},
                         },
                         "dead_letter_policy": {
                             "dead_letter_topic": dead_letter,

@@ -29,11 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# Long enough for fal's submit with fal_client's own retries; short enough that a crashed
-# dispatcher's part is taken over by the next delivery.
-SUBMIT_LEASE = timedelta(seconds=90)
-
-
 def dispatch(
     generation_id: str,
     repo: GenerationRepository,
@@ -63,7 +58,9 @@ def dispatch(
     for part in generation.parts:
         if part.status not in (PartStatus.PENDING, PartStatus.SUBMITTING):
             continue
-        lease = Lease(uuid.uuid4().hex, datetime.now(UTC), SUBMIT_LEASE)
+        lease = Lease(
+            uuid.uuid4().hex, datetime.now(UTC), timedelta(seconds=settings.submit_lease_seconds)
+        )
         claimed = repo.claim_submission(generation.id, part.index, lease)
         if claimed is None:
             current = repo.get(generation.id)

@@ -186,15 +186,21 @@ def ingest(webhook: FalWebhook, ref: PartRef | None, c: Collaborators) -> Outcom
     except Exception:
         c.repo.release_ingest(generation.id, index, lease.claim_id, datetime.now(UTC))
         raise
-    updated = c.repo.complete_part(
-        generation.id,
-        index,
-        lease.claim_id,
-        images,
-        None if output.seed is None else str(output.seed),
-        output.timings,
-        datetime.now(UTC),
-    )
+    try:
+        updated = c.repo.complete_part(
+            generation.id,
+            index,
+            lease.claim_id,
+            images,
+            None if output.seed is None else str(output.seed),
+            output.timings,
+            datetime.now(UTC),
+        )
+    except Exception:
+        # The images are stored but not recorded: free the part so the next delivery (or
+        # the watchdog) records them at once rather than after the lease.
+        c.repo.release_ingest(generation.id, index, lease.claim_id, datetime.now(UTC))
+        raise
     if updated is None:
         _discard_orphans(c, generation.id, index, images)
         return Outcome.DUPLICATE

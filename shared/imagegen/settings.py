@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     watchdog_first_check_seconds: float | None = Field(
         None, ge=0, description="Overrides every model's own deadline (tests)."
     )
+    submit_lease_seconds: float = Field(
+        90.0,
+        gt=0,
+        description=(
+            "How long a dispatcher holds a part while calling fal; a crashed one's part is "
+            "taken over after it. Must be shorter than the subscription's retry window."
+        ),
+    )
     webhook_ingest_budget_seconds: float = Field(
         10.0, gt=0, le=14, description="fal waits 15 s: past this, the copy is handed off."
     )

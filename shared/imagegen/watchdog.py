@@ -155,8 +155,15 @@ def run_check(
         )
     outcome = ingest(webhook, PartRef(generation.id, check.part), collaborators)
     if outcome is Outcome.IN_PROGRESS:
-        # Someone holds the copy (a webhook past its budget): look again after it.
-        if check.check < settings.watchdog_max_checks:
-            watchdog.schedule(generation, check.part, check.fal_request_id, check.check + 1)
+        # Someone holds the copy (a webhook past its budget, or one that died mid-copy). Its
+        # claim lapses within INGEST_LEASE, so look again until then, whatever the count of
+        # checks: the check after the lapse takes the part over. Stopping earlier would
+        # strand a part whose holder died.
+        current = repo.get(generation.id)
+        expires = current.part(check.part).claim_expires_at if current else None
+        wait = settings.watchdog_recheck_seconds
+        if expires is not None:
+            wait = max(wait, (expires - datetime.now(UTC)).total_seconds() + 1)
+        watchdog.schedule(generation, check.part, check.fal_request_id, check.check + 1, delay=wait)
         return Verdict.RESCHEDULED
     return Verdict.INGESTED

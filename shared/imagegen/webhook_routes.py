@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
 import flask
 import pydantic
@@ -68,12 +69,21 @@ def receive(request: flask.Request) -> flask.Response:
     try:
         outcome = work.result(timeout=settings.webhook_ingest_budget_seconds)
     except FutureTimeout:
-        return _hand_off(webhook, ref, collaborators)
+        return _hand_off(webhook, ref, collaborators, work)
     return json_response({"status": outcome.value})
 
 
+def _log_late_failure(work: Future[Any]) -> None:
+    """A handed-off copy that fails is taken over by the watchdog; it must still be seen."""
+    if not work.cancelled() and work.exception() is not None:
+        log.error("handed-off copy failed", exc_info=work.exception())
+
+
 def _hand_off(
-    webhook: FalWebhook, ref: webhook_url.PartRef | None, collaborators: Collaborators
+    webhook: FalWebhook,
+    ref: webhook_url.PartRef | None,
+    collaborators: Collaborators,
+    work: Future[Any],
 ) -> flask.Response:
     """fal waits 15 s for an answer. The copy goes on here while it can; an immediate
     watchdog check takes over if this instance stops (it fetches the result from fal and
@@ -88,6 +98,7 @@ def _hand_off(
             generation, located.part_index, webhook.request_id, delay=0, kind="handoff"
         )
     log.warning("copy handed off to the watchdog", extra={"falRequestId": webhook.request_id})
+    work.add_done_callback(_log_late_failure)
     return json_response({"status": "deferred"})
 
 

@@ -76,6 +76,7 @@ TUNABLE = {
     "lora_url_ttl_seconds",
     "lora_max_bytes",
     "webhook_ingest_budget_seconds",
+    "submit_lease_seconds",
     "watchdog_recheck_seconds",
     "watchdog_max_checks",
     "stuck_after_minutes",
