@@ -143,7 +143,7 @@ class LocalStack:
             "TASKS_EMULATOR_HOST": f"127.0.0.1:{p['tasks']}",
             "WATCHDOG_FIRST_CHECK_SECONDS": str(self.watchdog_first_check),
             "WATCHDOG_RECHECK_SECONDS": str(self.watchdog_recheck),
-            # Shorter than the local subscription's retry window (backoff 1..8 s, 5 attempts),
+            # Shorter than the local subscription's retry window (backoff 2..10 s, 5 attempts),
             # as production's 90 s is shorter than its 10..600 s window.
             "SUBMIT_LEASE_SECONDS": "5",
             "WEBHOOK_HMAC_KEY": hmac_file.read_text().strip(),
@@ -295,9 +295,11 @@ class LocalStack:
                         "name": subscriber.subscription_path(PROJECT, SUBSCRIPTION),
                         "topic": topic,
                         "ack_deadline_seconds": 60,
+                        # A window (~25 s over 5 attempts) that outlasts a function restart,
+                        # as production's 10..600 s backoff does.
                         "retry_policy": {
-                            "minimum_backoff": {"seconds": 1},
-                            "maximum_backoff": {"seconds": 8},
+                            "minimum_backoff": {"seconds": 2},
+                            "maximum_backoff": {"seconds": 10},
                         },
                         "dead_letter_policy": {
                             "dead_letter_topic": dead_letter,
