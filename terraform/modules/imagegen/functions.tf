@@ -5,6 +5,8 @@
 # tests/unit/test_infrastructure.py checks these blocks against the code: entry points and
 # signature types against functions/*/main.py, variables against the settings each
 # function's code reads.
+# Why not one for_each over a map: checkov silently skips module instances created by
+# for_each, so the security checks would pass without looking at any function.
 #
 # THREADS is read by functions-framework (not by our settings): gunicorn's thread count,
 # which must equal the concurrency or requests queue inside the instance (its default is
