@@ -71,7 +71,6 @@ lint: $(VENV)/.synced
 	@$(VENV)/bin/checkov -d terraform --framework terraform --skip-download --quiet --compact
 	@$(VENV)/bin/mypy shared/imagegen functions infra
 
-# mypy with mypy.ini; not part of lint until the errors it reports are fixed.
 # What Terraform deploys; needs only the synced venv (no emulators). See infra/bundle.py.
 bundle: $(VENV)/.synced
 	@$(PY) -m infra.bundle --out dist

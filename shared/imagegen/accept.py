@@ -16,8 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-from google.cloud import firestore
+from typing import TYPE_CHECKING
 
 from imagegen import clients, context, transactions
 from imagegen.auth import Principal
@@ -30,11 +29,14 @@ from imagegen.planning import plan_parts
 from imagegen.settings import Settings
 from imagegen.validation import ValidatedGeneration
 
+if TYPE_CHECKING:
+    from google.cloud import firestore
+
 log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_SECONDS = 10.0
 
 # Extra writes a caller adds to the admitting transaction (e.g. the batch document).
-ExtraWrite = Callable[[firestore.Transaction, list[Generation]], None]
+ExtraWrite = Callable[["firestore.Transaction", list[Generation]], None]
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,9 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pydantic
-from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
 
 from imagegen import transactions
 from imagegen.errors import RetryableError
@@ -48,6 +46,9 @@ from imagegen.models.records import ErrorInfo, Generation, GenerationStatus
 from imagegen.repository import FAL_REQUESTS, GENERATIONS, count_of
 from imagegen.settings import Settings
 from imagegen.storage import StoredObject, generation_prefixes
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
 
 log = logging.getLogger(__name__)
 
@@ -585,11 +586,15 @@ class FirestoreCleanupStore:
     def _expired_query(self, before: datetime) -> firestore.Query:
         """`generations` where `created_at < before`. Index: the automatic single-field
         index on `created_at` (ascending), which also serves the order by created_at."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
         return self._generations().where(filter=FieldFilter("created_at", "<", before))
 
     def _stuck_query(self, before: datetime) -> firestore.Query:
         """`generations` where `status IN [queued, submitted]` and `updated_at < before`.
         Index: composite on `generations`: `status` ASC, `updated_at` ASC."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
         return (
             self._generations()
             .where(filter=FieldFilter("status", "in", [s.value for s in UNFINISHED]))

@@ -29,9 +29,6 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeGuard
 
-import httpx
-from google.auth import crypt
-
 from imagegen.auth import Principal, looks_like_jwt
 from imagegen.errors import AuthenticationError, RetryableError
 
@@ -77,6 +74,8 @@ def max_age_seconds(cache_control: str | None) -> float | None:
 
 def _http_fetch(url: str) -> tuple[dict[str, str], float | None]:
     """(certificates, max-age in seconds or None)."""
+    import httpx  # loaded by the first token check, not at start-up
+
     response = httpx.get(url, timeout=CERTS_FETCH_TIMEOUT_SECONDS)
     response.raise_for_status()
     certs = response.json()
@@ -185,6 +184,8 @@ class FirebaseTokenVerifier:
         if certificate is None:
             raise self._refuse("unknown_kid")
         try:
+            from google.auth import crypt
+
             valid = crypt.RSAVerifier.from_string(certificate).verify(signed, signature)
         except (ValueError, TypeError):
             valid = False

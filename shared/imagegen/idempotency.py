@@ -12,11 +12,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
-
-from google.cloud import firestore
+from typing import TYPE_CHECKING, Any
 
 from imagegen.errors import BadRequestError, ConflictError
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
 
 IDEMPOTENCY = "idempotencyKeys"
 TTL = timedelta(hours=24)

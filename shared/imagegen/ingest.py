@@ -13,12 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import pydantic
 
 from imagegen.errors import UpstreamRejectedError
 from imagegen.fal_gateway import describe_fal_detail
-from imagegen.image_fetch import ImageFetcher
 from imagegen.lifecycle import IngestClaim, Lease
 from imagegen.models.events import FalOutput, FalWebhook
 from imagegen.models.records import ErrorInfo, Generation, GenerationPart, PartStatus, StoredImage
@@ -26,6 +26,9 @@ from imagegen.repository import GenerationRepository
 from imagegen.storage import ImageStore, image_path, thumbnail_path
 from imagegen.thumbnails import make_thumbnail
 from imagegen.webhook_url import PartRef
+
+if TYPE_CHECKING:
+    from imagegen.image_fetch import ImageFetcher
 
 log = logging.getLogger(__name__)
 MAX_PARALLEL_COPIES = 5

@@ -25,12 +25,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from google.cloud import firestore
+from typing import TYPE_CHECKING, Any
 
 from imagegen.errors import RateLimitedError
 from imagegen.models.records import Generation, GenerationStatus
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
 
 USER_LIMITS = "userLimits"
 USAGE = "usage"
@@ -151,9 +152,11 @@ class Ledger:
         """Called in the transaction that ends `generation`: its in-flight slot frees, and
         a failure is refunded. Blind increments: nothing is read, so a user's generations
         never contend here."""
+        from google.cloud.firestore import Increment
+
         transaction.set(
             self._limits_ref(generation.user_id),
-            {"in_flight": firestore.Increment(-1)},
+            {"in_flight": Increment(-1)},
             merge=True,
         )
         if generation.status not in REFUNDED:
@@ -162,10 +165,10 @@ class Ledger:
         transaction.set(
             self._usage_ref(generation.user_id, month_key(generation.created_at)),
             {
-                "generations": firestore.Increment(-1),
-                "images": firestore.Increment(-charge.images),
-                "megapixels": firestore.Increment(-round(charge.megapixels * charge.images, 6)),
-                "cost_usd": firestore.Increment(-charge.cost_usd),
+                "generations": Increment(-1),
+                "images": Increment(-charge.images),
+                "megapixels": Increment(-round(charge.megapixels * charge.images, 6)),
+                "cost_usd": Increment(-charge.cost_usd),
             },
             merge=True,
         )

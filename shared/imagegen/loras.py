@@ -11,16 +11,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from google.cloud import firestore
 from pydantic import Field
 
 from imagegen.errors import ValidationError
 from imagegen.models.records import LoraUse, Record
 from imagegen.models.requests import LoraChoice
 from imagegen.url_signing import UrlSigner
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
 
 LORAS = "loras"
 UPLOAD_PREFIX = "loras/"

@@ -10,10 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
+from typing import TYPE_CHECKING, Any
 
 from imagegen import lifecycle, transactions
 from imagegen.limits import Ledger
@@ -23,6 +20,9 @@ from imagegen.models.records import (
     GenerationStatus,
     StoredImage,
 )
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
 
 log = logging.getLogger(__name__)
 GENERATIONS = "generations"
@@ -334,6 +334,8 @@ class GenerationRepository:
         user_id ==, then [status ==], [model ==], then created_at DESC, __name__ DESC
         (created_at also carries the range filters).
         """
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
         query = self._db.collection(GENERATIONS).where(
             filter=FieldFilter("user_id", "==", selection.user_id)
         )
@@ -347,8 +349,8 @@ class GenerationRepository:
             query = query.where(filter=FieldFilter("created_at", "<", selection.created_before))
         total = count_of(query)
 
-        page = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
-            "__name__", direction=firestore.Query.DESCENDING
+        page = query.order_by("created_at", direction="DESCENDING").order_by(
+            "__name__", direction="DESCENDING"
         )
         if after is not None:
             page = page.start_after(
@@ -419,6 +421,8 @@ class ApiKeyRepository:
     def _where(self, field: str, value: str, limit: int) -> list[StoredApiKey]:
         """The only query on API keys: one equality filter on `key_id` or `user_id`, served by
         Firestore's automatic single-field indexes (no composite index, so no ordering)."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
         query = (
             self._db.collection(API_KEYS).where(filter=FieldFilter(field, "==", value)).limit(limit)
         )

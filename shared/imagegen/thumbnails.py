@@ -11,7 +11,6 @@ import io
 from dataclasses import dataclass
 
 from imagegen.errors import UpstreamRejectedError
-from imagegen.image_fetch import CONTENT_TYPES, MAX_PIXELS
 
 THUMBNAIL_MAX_SIDE = 256
 THUMBNAIL_QUALITY = 80
@@ -32,6 +31,8 @@ def make_thumbnail(
 ) -> Thumbnail:
     """A WebP thumbnail of `data` (JPEG, PNG or WebP); UpstreamRejectedError if unreadable."""
     from PIL import Image
+
+    from imagegen.image_fetch import CONTENT_TYPES, MAX_PIXELS
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:

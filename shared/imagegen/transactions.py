@@ -11,12 +11,12 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
-
-from google.api_core import exceptions as google_exceptions
-from google.cloud import firestore
+from typing import TYPE_CHECKING, TypeVar
 
 from imagegen.errors import RetryableError
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
 
 T = TypeVar("T")
 _locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
@@ -24,6 +24,10 @@ _locks_guard = threading.Lock()
 
 
 def run(client: firestore.Client, body: Callable[[firestore.Transaction], T], attempts: int) -> T:
+    # Imported here, not at the top: a cold instance answering a health check never loads it.
+    from google.api_core import exceptions as google_exceptions
+    from google.cloud import firestore
+
     transactional = firestore.transactional(body)
     try:
         return transactional(client.transaction(max_attempts=attempts))

@@ -18,13 +18,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from imagegen.errors import AuthenticationError, RetryableError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +96,8 @@ def load_ed25519_keys(jwks: Any) -> list[Ed25519PublicKey]:
     entries = jwks.get("keys") if isinstance(jwks, Mapping) else None
     if not isinstance(entries, list):
         return []
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     keys: list[Ed25519PublicKey] = []
     for entry in entries:
         if not isinstance(entry, Mapping):
@@ -162,6 +163,8 @@ def check_headers(
 def _verify_with_keys(
     signed: SignedHeaders, body: bytes, jwks: Mapping[str, Any]
 ) -> VerifiedWebhook:
+    from cryptography.exceptions import InvalidSignature
+
     keys = load_ed25519_keys(jwks)
     if not keys:
         raise WebhookSignatureError("no_keys", "JWKS has no usable Ed25519 key")
@@ -197,6 +200,8 @@ def verify_signature(
 
 
 def _http_fetch(url: str) -> dict[str, Any]:
+    import httpx  # loaded by the first verification, not at start-up
+
     response = httpx.get(url, timeout=JWKS_FETCH_TIMEOUT_SECONDS)
     response.raise_for_status()
     return response.json()

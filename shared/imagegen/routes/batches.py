@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import flask
-from google.cloud import firestore
 from pydantic import Field
 from werkzeug.routing import Rule
 
@@ -26,6 +25,9 @@ from imagegen.routes.common import principal, valid_id
 from imagegen.settings import get_settings
 from imagegen.validation import ValidatedGeneration, load_body, validate_generation
 from imagegen.web import json_response, read_body
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
 
 BATCH_PATH = "/v1/images/batch"
 BATCHES = "batches"
