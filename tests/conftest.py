@@ -37,7 +37,7 @@ def stack_env(stack: LocalStack) -> Iterator[dict[str, str]]:
     os.environ.update({k: stack.env[k] for k in names})
     caches = [
         get_settings,
-        *(getattr(clients, n) for n in ("firestore_client", "storage_client", "publisher_client")),
+        *(getattr(clients, n) for n in ("firestore_client", "storage_client", "publish_api")),
     ]
     caches += [getattr(context, n) for n in ("generations", "api_keys", "image_store")]
     for cached in caches:

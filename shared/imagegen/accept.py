@@ -122,33 +122,36 @@ def _admit_and_create(
         return transactions.run(db, admit, attempts=20)
 
 
+def _publish_ids(settings: Settings, generation_ids: list[str]) -> None:
+    """One Publish call for all ids: all are published or the call raises. The client retries
+    transient errors itself; a message published twice is harmless (the dispatcher claims each
+    part once)."""
+    from google.pubsub_v1 import PubsubMessage
+
+    topic = f"projects/{settings.gcp_project}/topics/{settings.generations_topic}"
+    messages = [
+        PubsubMessage(data=json.dumps({"generationId": i}).encode(), attributes={"generationId": i})
+        for i in generation_ids
+    ]
+    clients.publish_api().publish(topic=topic, messages=messages, timeout=PUBLISH_TIMEOUT_SECONDS)
+
+
 def publish(settings: Settings, generations: list[Generation]) -> list[Generation]:
     """Publishes every id; returns the generations whose message could not be published,
     after failing them. Messages go out together: one round trip for a whole batch."""
-    publisher = clients.publisher_client()
-    topic = publisher.topic_path(settings.gcp_project, settings.generations_topic)
-    futures = [
-        (
-            g,
-            publisher.publish(
-                topic, json.dumps({"generationId": g.id}).encode(), generationId=g.id
-            ),
+    try:
+        _publish_ids(settings, [g.id for g in generations])
+    except Exception:
+        log.exception("publish failed", extra={"generationIds": [g.id for g in generations]})
+    else:
+        return []
+    for generation in generations:
+        context.generations().fail(
+            generation.id,
+            ErrorInfo(code="publish_failed", message="The generation could not be queued"),
+            datetime.now(UTC),
         )
-        for g in generations
-    ]
-    failed = []
-    for generation, future in futures:
-        try:
-            future.result(timeout=PUBLISH_TIMEOUT_SECONDS)
-        except Exception:
-            log.exception("publish failed", extra={"generationId": generation.id})
-            context.generations().fail(
-                generation.id,
-                ErrorInfo(code="publish_failed", message="The generation could not be queued"),
-                datetime.now(UTC),
-            )
-            failed.append(generation)
-    return failed
+    return generations
 
 
 def accept(
@@ -191,9 +194,4 @@ def accept(
 
 def publish_generation(settings: Settings, generation_id: str) -> None:
     """Publishes one existing generation's id (used by tests and re-publishing sweeps)."""
-    publisher = clients.publisher_client()
-    topic = publisher.topic_path(settings.gcp_project, settings.generations_topic)
-    data = json.dumps({"generationId": generation_id}).encode()
-    publisher.publish(topic, data, generationId=generation_id).result(
-        timeout=PUBLISH_TIMEOUT_SECONDS
-    )
+    _publish_ids(settings, [generation_id])

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from imagegen.settings import get_settings
 
 if TYPE_CHECKING:
-    from google.cloud import firestore, pubsub_v1, storage
+    from google.cloud import firestore, storage
+    from google.pubsub_v1 import PublisherClient
 
 _lock = threading.Lock()
 
@@ -41,11 +42,18 @@ def storage_client() -> storage.Client:
 
 
 @cache
-def publisher_client() -> pubsub_v1.PublisherClient:
-    from google.cloud import pubsub_v1
+def publish_api() -> PublisherClient:
+    """The Pub/Sub Publish RPC itself, without the batching client's timer threads: the
+    accept path publishes a request's messages in one synchronous call (one round trip),
+    ~2-3 ms faster per request than the batching client's future (bench/README.md)."""
+    from google.pubsub_v1 import PublisherClient
 
-    # The default batch waits up to 10 ms for company; one API call publishes one message,
-    # so waiting only adds latency to the accept path.
-    batch = pubsub_v1.types.BatchSettings(max_messages=100, max_latency=0.001)
+    emulator = get_settings().pubsub_emulator_host
     with _lock:
-        return pubsub_v1.PublisherClient(batch_settings=batch)
+        if emulator:
+            import grpc
+            from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+            channel = grpc.insecure_channel(emulator)
+            return PublisherClient(transport=PublisherGrpcTransport(channel=channel))
+        return PublisherClient()

@@ -36,7 +36,7 @@ def generations() -> GenerationRepository:
 def api_keys() -> ApiKeyRepository:
     from imagegen.repository import ApiKeyRepository
 
-    return ApiKeyRepository(clients.firestore_client())
+    return ApiKeyRepository(clients.firestore_client(), get_settings().api_key_cache_seconds)
 
 
 @cache

@@ -10,12 +10,12 @@ production Firestore sustains about one write per second per document).
 - requests per hour: `userLimits/{userId}.recent`, the start times within the last hour (a
   sliding window, so Retry-After says exactly when a slot frees);
 - in flight: `userLimits/{userId}.in_flight`, raised by admission and lowered by a blind
-  atomic increment in the transaction that ends a generation (no read: a user's parallel
+  atomic increment in the commit that ends a generation (no read: a user's parallel
   completions never contend, and no query runs inside an admission — a query there would
   lock an index range that other users' admissions write into);
 - per month: `usage/{userId}_{YYYY-MM}` counts generations, images, megapixels and the
   estimated cost. A failed or canceled generation is refunded with blind atomic increments
-  in the transaction that ends it, likewise: users pay for what they got.
+  in the commit that ends it, likewise: users pay for what they got.
 
 Seed 001's defaults: 50 requests an hour, 2 generations in flight.
 """
@@ -124,7 +124,7 @@ class Ledger:
         transaction.set(
             self._limits_ref(state.user_id),
             {
-                "recent": state.recent + [now] * len(charges),
+                "recent": kept_starts(state.recent, now, len(charges), limits),
                 "in_flight": state.in_flight + len(charges),
                 "updated_at": now,
             },
@@ -148,13 +148,13 @@ class Ledger:
             },
         )
 
-    def on_end(self, transaction: firestore.Transaction, generation: Generation) -> None:
-        """Called in the transaction that ends `generation`: its in-flight slot frees, and
+    def on_end(self, batch: firestore.WriteBatch, generation: Generation) -> None:
+        """Called in the commit that ends `generation`: its in-flight slot frees, and
         a failure is refunded. Blind increments: nothing is read, so a user's generations
         never contend here."""
         from google.cloud.firestore import Increment
 
-        transaction.set(
+        batch.set(
             self._limits_ref(generation.user_id),
             {"in_flight": Increment(-1)},
             merge=True,
@@ -162,7 +162,7 @@ class Ledger:
         if generation.status not in REFUNDED:
             return
         charge = Charge.of(generation)
-        transaction.set(
+        batch.set(
             self._usage_ref(generation.user_id, month_key(generation.created_at)),
             {
                 "generations": Increment(-1),
@@ -181,6 +181,16 @@ class Ledger:
         snapshot = self._limits_ref(user_id).get()
         data = (snapshot.to_dict() if snapshot.exists else None) or {}
         return max(0, int(data.get("in_flight", 0)))
+
+
+def kept_starts(
+    recent: list[datetime], now: datetime, count: int, limits: Limits
+) -> list[datetime]:
+    """The start times an admission writes back: only the newest `requests_per_hour` can
+    ever decide a later admission (or its Retry-After). Keeping more would grow an operator's
+    (unlimited) list without bound, and every admission reads and rewrites the whole list."""
+    keep = limits.requests_per_hour
+    return (recent + [now] * count)[-keep:] if keep > 0 else []
 
 
 def _check(state: LedgerState, charges: list[Charge], limits: Limits, now: datetime) -> None:

@@ -1,6 +1,7 @@
 """Firestore persistence for generations, fal request lookups and API keys.
 
-Every state change of a generation happens in a transaction that re-reads the record, so
+Every state change of a generation is applied to a fresh read and written only if the record is
+still that version (an optimistic write: `transactions.read_then_write`), so
 redelivered events and concurrent deliveries see each other's effects.
 """
 
@@ -20,6 +21,7 @@ from imagegen.models.records import (
     GenerationStatus,
     StoredImage,
 )
+from imagegen.ttl_cache import TtlCache
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -146,34 +148,33 @@ class GenerationRepository:
         return Generation.model_validate(snapshot.to_dict()) if snapshot.exists else None
 
     def _update(self, generation_id: str, change) -> Generation | None:  # noqa: ANN001
-        """Runs `change(generation, transaction) -> bool` in a transaction; writes only if
-        it changed. A generation that fails or is canceled is refunded in the same
-        transaction, so usage cannot drift."""
-        ref = self._ref(generation_id)
+        """Applies `change(generation, batch) -> bool` to a fresh read and writes it, with the
+        writes `change` staged, only if the record is unchanged since that read (else reads
+        again: `transactions.read_then_write`). A generation that fails or is canceled is
+        refunded in the same commit, so usage cannot drift."""
 
-        def run(transaction: firestore.Transaction) -> Generation | None:
-            snapshot = ref.get(transaction=transaction)
+        def run(snapshot: firestore.DocumentSnapshot, batch: firestore.WriteBatch):  # noqa: ANN202
             if not snapshot.exists:
                 return None
             generation = Generation.model_validate(snapshot.to_dict())
             was_terminal = generation.is_terminal
             before = _states(generation)
-            if not change(generation, transaction):
+            if not change(generation, batch):
                 return None
             if not was_terminal and generation.is_terminal:
-                self._ledger.on_end(transaction, generation)
-            transaction.set(ref, _document(generation))
+                self._ledger.on_end(batch, generation)
+            transactions.guarded_update(batch, snapshot, _document(generation))
             changes.append((before, _states(generation)))
             return generation
 
         changes: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
-        updated = transactions.run(self._db, run, attempts=10)
+        updated = transactions.read_then_write(self._db, self._ref(generation_id), run, attempts=20)
         if updated is not None and changes:
             _log_state_change(updated, *changes[-1])
         return updated
 
     def _apply(self, generation_id: str, move: Callable[[Generation], bool]) -> Generation | None:
-        """A pure state-machine move (imagegen.lifecycle) in a transaction."""
+        """A pure state-machine move (imagegen.lifecycle), written optimistically."""
         return self._update(generation_id, lambda generation, _: move(generation))
 
     def claim_submission(
@@ -195,10 +196,10 @@ class GenerationRepository:
         The lookup document lets a webhook without our signed URL find the part."""
         lookup = self._db.collection(FAL_REQUESTS).document(fal_request_id)
 
-        def change(generation: Generation, transaction: firestore.Transaction) -> bool:
+        def change(generation: Generation, batch: firestore.WriteBatch) -> bool:
             if not lifecycle.record_submission(generation, index, claim_id, fal_request_id, now):
                 return False
-            transaction.set(
+            batch.set(
                 lookup, {"generation_id": generation_id, "part_index": index, "created_at": now}
             )
             return True
@@ -379,8 +380,13 @@ class GenerationRepository:
 
 
 class ApiKeyRepository:
-    def __init__(self, client: firestore.Client) -> None:
+    """API keys by hash. Every request authenticates, so a found key is remembered for
+    `cache_seconds` per instance (one Firestore read saved per request): a revocation made
+    through another instance takes effect within that time, through this one at once."""
+
+    def __init__(self, client: firestore.Client, cache_seconds: float = 0.0) -> None:
         self._db = client
+        self._cache: TtlCache[str, ApiKeyRecord] = TtlCache(cache_seconds)
 
     def put(self, key_hash: str, record: ApiKeyRecord, now: datetime) -> None:
         self._db.collection(API_KEYS).document(key_hash).set(
@@ -394,13 +400,19 @@ class ApiKeyRepository:
         )
 
     def get(self, key_hash: str) -> ApiKeyRecord | None:
+        cached = self._cache.get(key_hash)
+        if cached is not None:
+            return cached
         snapshot = self._db.collection(API_KEYS).document(key_hash).get()
         if not snapshot.exists:
+            # Not remembered: a key issued a moment ago must work at once.
             return None
         data = snapshot.to_dict() or {}
-        return ApiKeyRecord(
+        record = ApiKeyRecord(
             data["key_id"], data["user_id"], data["role"], bool(data.get("revoked"))
         )
+        self._cache.put(key_hash, record)
+        return record
 
     def find_by_key_id(self, key_id: str) -> StoredApiKey | None:
         found = self._where("key_id", key_id, limit=1)
@@ -413,10 +425,11 @@ class ApiKeyRepository:
         return sorted(keys, key=lambda k: k.created_at or oldest, reverse=True)
 
     def revoke(self, key_hash: str, now: datetime) -> None:
-        """Authentication reads the document on every request, so this takes effect at once."""
+        """Takes effect at once on this instance, within `cache_seconds` on the others."""
         self._db.collection(API_KEYS).document(key_hash).update(
             {"revoked": True, "revoked_at": now}
         )
+        self._cache.discard(key_hash)
 
     def _where(self, field: str, value: str, limit: int) -> list[StoredApiKey]:
         """The only query on API keys: one equality filter on `key_id` or `user_id`, served by

@@ -119,6 +119,16 @@ class Settings(BaseSettings):
         description="Where the certificates that sign Firebase ID tokens are published.",
     )
     storage_emulator_host: str | None = Field(None, description="Read by google-cloud-storage.")
+    pubsub_emulator_host: str | None = Field(
+        None, description="host:port of the Pub/Sub emulator the publisher talks to (local only)."
+    )
+    api_key_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="How long an instance remembers a looked-up API key (0: never); a key "
+        "revoked through another instance stops working within this time.",
+    )
     requests_per_hour: int = Field(50, ge=1, description="Generations a user may start per hour.")
     max_in_flight: int = Field(2, ge=1, description="Unfinished generations a user may have.")
     monthly_megapixels: float = Field(

@@ -7,11 +7,13 @@ the HTTP edge answers with 503 and Retry-After and an event handler raises for r
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from imagegen.errors import RetryableError
 
@@ -38,6 +40,55 @@ def run(client: firestore.Client, body: Callable[[firestore.Transaction], T], at
         if "Failed to commit transaction" not in str(exc):
             raise
         raise RetryableError("Busy: please retry", code="contention") from exc
+
+
+def read_then_write(
+    client: firestore.Client,
+    ref: firestore.DocumentReference,
+    body: Callable[[firestore.DocumentSnapshot, firestore.WriteBatch], T],
+    attempts: int,
+) -> T:
+    """Optimistic read-modify-write of one document: read it outside any transaction, let
+    `body` stage writes in a batch (it must write `ref` itself through `guarded_update`), and
+    commit only if the document has not changed since the read; otherwise read again.
+
+    For a change that reads one document, this is what a transaction gives without its locks:
+    two writers of one document (the parts of one generation, ingested at once) never wait
+    for each other's lock; the loser re-reads after a few milliseconds and applies its change
+    to the winner's result. Returns `body`'s result from the attempt that committed (or
+    that staged nothing)."""
+    from google.api_core import exceptions as google_exceptions
+
+    for attempt in range(attempts):
+        snapshot = ref.get()
+        batch = client.batch()
+        result = body(snapshot, batch)
+        if not len(batch):
+            return result
+        try:
+            batch.commit()
+            return result
+        except (
+            google_exceptions.FailedPrecondition,
+            google_exceptions.Aborted,
+            google_exceptions.Conflict,
+            google_exceptions.NotFound,
+        ):
+            time.sleep(random.uniform(0.001, 0.004) * (attempt + 1))
+    raise RetryableError("Busy: please retry", code="contention")
+
+
+def guarded_update(
+    batch: firestore.WriteBatch,
+    snapshot: firestore.DocumentSnapshot,
+    data: dict[str, Any],
+) -> None:
+    """Stages `data` (every top-level field) for the snapshot's document, on condition that
+    the document is still the version that was read."""
+    from google.cloud.firestore import Client
+
+    option = Client.write_option(last_update_time=snapshot.update_time)
+    batch.update(snapshot.reference, data, option=option)
 
 
 @contextmanager

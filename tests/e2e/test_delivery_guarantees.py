@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
-from imagegen import clients
+from imagegen.accept import publish_generation
+from imagegen.settings import get_settings
 from tests.support import Api, SimConfig, sim_requests_for, wait_sim_requests_for
 
 pytestmark = pytest.mark.e2e
@@ -30,11 +30,8 @@ def test_the_same_generation_published_twice_makes_one_fal_request(
     user: Api, stack_env: dict[str, str], fal_sim
 ) -> None:
     generation_id = user.generate({"prompt": "published twice", "model": "flux-schnell"})
-    publisher = clients.publisher_client()
-    topic = publisher.topic_path(stack_env["GCP_PROJECT"], "generation-requests")
-    data = json.dumps({"generationId": generation_id}).encode()
     for _ in range(3):  # three more messages, each with its own message id
-        publisher.publish(topic, data, generationId=generation_id).result(timeout=10)
+        publish_generation(get_settings(), generation_id)
     assert user.wait(generation_id, {"completed", "failed"})["status"] == "completed"
     time.sleep(3)  # let the extra deliveries run their course
     assert len(wait_sim_requests_for(fal_sim, generation_id)) == 1

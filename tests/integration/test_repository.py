@@ -257,6 +257,33 @@ def test_concurrent_ingest_claims_have_one_winner(stack_env) -> None:
     assert repo.get(generation.id).parts[0].claim_id == winner
 
 
+def test_concurrent_completions_of_different_parts_are_all_kept(stack_env) -> None:
+    """The parts of one generation completed at once (two webhook deliveries) each land:
+    the loser of a write re-reads and applies its part to the winner's result."""
+    repo = context.generations()
+    for _ in range(5):
+        generation = _new_generation(b'{"prompt": "a red fox", "numImages": 5}')
+        for index in (0, 1):
+            repo.claim_submission(generation.id, index, Lease(f"d{index}", NOW, LEASE))
+            repo.record_submission(
+                generation.id, index, f"d{index}", f"r{generation.id}{index}", NOW
+            )
+            repo.claim_ingest(
+                generation.id, index, f"r{generation.id}{index}", Lease(f"w{index}", NOW, LEASE)
+            )
+        images = {0: [_image(generation, i) for i in range(4)], 1: [_image(generation, 4)]}
+        results = _race(
+            [
+                lambda i=i: repo.complete_part(generation.id, i, f"w{i}", images[i], "1", {}, NOW)
+                for i in (0, 1)
+            ]
+        )
+        assert all(r is not None for r in results)
+        stored = repo.get(generation.id)
+        assert stored.status is GenerationStatus.COMPLETED
+        assert [image.index for image in stored.images] == [0, 1, 2, 3, 4]
+
+
 def test_fail_is_terminal(stack_env) -> None:
     repo = context.generations()
     generation = _new_generation()

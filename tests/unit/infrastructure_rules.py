@@ -67,12 +67,14 @@ REQUIRED = {
 LOCAL_ONLY = {
     "tasks_emulator_host": "points the Cloud Tasks client at the emulator",
     "storage_emulator_host": "points the storage client at the emulator, anonymously",
+    "pubsub_emulator_host": "points the publisher at the emulator, over plain gRPC",
     "signing_credentials_file": "a key file; deployed functions sign through IAM signBlob",
     "image_fetch_insecure_hosts": "allows plain-http loopback fetches for the fal simulator",
     "watchdog_first_check_seconds": "overrides every model's deadline, for tests",
 }
 # May be set where read; their defaults are production values.
 TUNABLE = {
+    "api_key_cache_seconds",
     "lora_url_ttl_seconds",
     "lora_max_bytes",
     "webhook_ingest_budget_seconds",

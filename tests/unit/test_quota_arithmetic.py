@@ -5,9 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imagegen.errors import RateLimitedError
-from imagegen.limits import Charge, LedgerState, Limits, _check, month_key, next_month_start
+from imagegen.limits import (
+    WINDOW,
+    Charge,
+    LedgerState,
+    Limits,
+    _check,
+    kept_starts,
+    month_key,
+    next_month_start,
+)
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 LIMITS = Limits(requests_per_hour=50, max_in_flight=2, monthly_megapixels=100.0)
@@ -76,3 +87,46 @@ def test_monthly_megapixels_count_every_image() -> None:
 def test_next_month_start(moment: datetime, expected: datetime) -> None:
     assert next_month_start(moment) == expected
     assert month_key(moment) == moment.strftime("%Y-%m")
+
+
+def test_only_the_newest_hourly_limit_of_starts_is_kept() -> None:
+    kept = kept_starts(_state(recent=50, spacing_s=1).recent, NOW, 3, LIMITS)
+    assert len(kept) == 50 and kept[-3:] == [NOW] * 3
+    assert kept_starts([], NOW, 2, LIMITS) == [NOW, NOW]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(min_value=1, max_value=400), st.integers(min_value=1, max_value=6)),
+        min_size=1,
+        max_size=120,
+    ),
+    limit=st.integers(min_value=1, max_value=8),
+)
+def test_trimming_the_starts_never_changes_a_decision(
+    steps: list[tuple[int, int]], limit: int
+) -> None:
+    """Admitting with the trimmed list gives the same answer and Retry-After as with the
+    whole history, whatever the pace of requests."""
+    limits = Limits(requests_per_hour=limit, max_in_flight=10**6, monthly_megapixels=1e12)
+    full: list[datetime] = []
+    trimmed: list[datetime] = []
+    moment = NOW
+    for gap_s, count in steps:
+        moment += timedelta(seconds=gap_s * 10)
+        window = [t for t in full if t > moment - WINDOW]
+        kept = [t for t in trimmed if t > moment - WINDOW]
+        outcomes = []
+        for recent in (window, kept):
+            state = LedgerState("u", month_key(moment), recent, 0, {})
+            try:
+                _check(state, [ONE_MP] * count, limits, moment)
+                outcomes.append(None)
+            except RateLimitedError as refused:
+                outcomes.append(refused.retry_after)
+        assert outcomes[0] == outcomes[1]
+        if outcomes[0] is None:
+            full = window + [moment] * count
+            trimmed = kept_starts(kept, moment, count, limits)
+            assert len(trimmed) <= limit
