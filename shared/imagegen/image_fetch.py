@@ -193,6 +193,9 @@ def _decode(data: bytes, content_type: str, max_pixels: int) -> tuple[int, int]:
         width, height = image.size  # from the header: no pixel decoded yet
         if width * height > max_pixels:
             raise too_many
+        # A JPEG is checked at 1/8 scale: every byte of the stream is still decoded (a
+        # truncated or corrupt one still fails) but the costly inverse DCT mostly is not.
+        image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
         try:
             image.load()  # bounded by the check above; refuses truncated or corrupt data
         except Exception as exc:
