@@ -37,8 +37,21 @@ def test_bench_smoke_writes_every_phase(tmp_path: Path) -> None:
         assert level["floor"]["rps"]["median"] > 0
     assert result["ingest"]["images"] == 5 and result["ingest"]["ratio"]["median"] > 0
     cold = result["coldstart"]
-    assert cold["bare_http_s"]["median"] > 0 and cold["api"]["start_s"]["median"] > 0
-    assert cold["api"]["importtime"]["top"]
+    assert cold["bare_http_s"]["median"] > 0 and cold["bare_event_s"]["median"] > 0
+    for name in ("api", "dispatcher"):
+        start = cold[name]
+        assert start["first_s"]["median"] > 0 and start["ready_s"]["median"] > 0
+        assert start["allowance_s"]["median"] > 0 and start["target_s"] > 0
+        assert {"met", "ratio_to_bare", "needed", "last_check"} <= set(start)
+        imports = start["importtime"]
+        assert imports["top"] and imports["top_modules"]
+        assert "google-cloud-firestore" in imports["libraries_s"]
+        assert not imports["needed_not_loaded"], imports["needed_not_loaded"]
+    # The real first requests did their work: a generation accepted, one submitted to fal.
+    assert cold["api"]["last_check"]["status"] == 202
+    assert cold["dispatcher"]["last_check"]["fal_request_id"]
+    assert "google-cloud-pubsub" in cold["api"]["importtime"]["libraries_s"]
+    assert "fal-client" in cold["dispatcher"]["importtime"]["libraries_s"]
     memory = result["memory_peak_rss_mib"]
     assert memory["accept"]["api"] > 0 and memory["ingest"]["webhook"] > 0
     assert result["seconds"]["total"] > 0
