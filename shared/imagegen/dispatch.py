@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -33,7 +34,7 @@ def dispatch(
     generation_id: str,
     repo: GenerationRepository,
     gateway: FalGateway,
-    signer: UrlSigner,
+    signer: Callable[[], UrlSigner],
     settings: Settings,
     watchdog: Watchdog | None = None,
 ) -> None:
@@ -50,8 +51,9 @@ def dispatch(
         return
     hmac_key = settings.webhook_hmac_key_bytes()
     # Signed now, not at accept: a generation may wait in the queue longer than 15 minutes.
+    # `signer` is built only when a LoRA needs it: the Storage client is not loaded otherwise.
     lora_urls = [
-        fetchable_url(lora.url, settings.lora_bucket, signer, settings.lora_url_ttl_seconds)
+        fetchable_url(lora.url, settings.lora_bucket, signer(), settings.lora_url_ttl_seconds)
         for lora in generation.loras
     ]
     held_elsewhere = False

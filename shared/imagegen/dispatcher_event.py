@@ -29,7 +29,7 @@ def handle(data: Any, event_id: str | None = None) -> None:
         generation_id,
         context.generations(),
         context.fal_gateway(),
-        context.url_signer(),
+        context.url_signer,
         get_settings(),
         context.watchdog(),
     )

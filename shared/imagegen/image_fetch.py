@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import ipaddress
-import re
 import socket
 import threading
 import time
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 import httpx
 
 from imagegen.errors import RetryableError, UpstreamRejectedError
+from imagegen.fetch_hosts import parse_allowed_host, parse_insecure_host
 
 CONTENT_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
 EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
@@ -40,8 +40,6 @@ MAX_PIXELS = 4096 * 4096
 MAX_REDIRECTS = 3
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
-_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
-_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
@@ -55,37 +53,6 @@ class FetchedImage:
     @property
     def extension(self) -> str:
         return EXTENSIONS[self.content_type]
-
-
-def parse_allowed_host(entry: str) -> tuple[str, str]:
-    """`host` or `host/path-prefix` as (host, "/path-prefix" or ""); ValueError if malformed."""
-    host, _, path = entry.strip().partition("/")
-    host = host.lower()
-    segments = [segment for segment in path.split("/") if segment]
-    if not _HOST_NAME.fullmatch(host) or not all(
-        _PATH_SEGMENT.fullmatch(segment) and segment.strip(".") for segment in segments
-    ):
-        raise ValueError(f"not a host or host/path-prefix: {entry!r}")
-    return host, "".join(f"/{segment}" for segment in segments)
-
-
-def parse_insecure_host(entry: str) -> tuple[str, int]:
-    """`host:port` (IPv6 in brackets) as (host, port); ValueError if malformed."""
-    host, _, port = entry.strip().rpartition(":")
-    host = host.lower().removeprefix("[").removesuffix("]")
-    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536) or not (
-        _HOST_NAME.fullmatch(host) or _is_ip(host)
-    ):
-        raise ValueError(f"not host:port: {entry!r}")
-    return host, int(port)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _is_global(address: str) -> bool:

@@ -169,7 +169,7 @@ class Settings(BaseSettings):
     @field_validator("image_fetch_allowed_hosts")
     @classmethod
     def _check_allowed_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from imagegen.image_fetch import parse_allowed_host
+        from imagegen.fetch_hosts import parse_allowed_host
 
         for entry in value:
             parse_allowed_host(entry)  # ValueError names the malformed entry
@@ -178,7 +178,7 @@ class Settings(BaseSettings):
     @field_validator("image_fetch_insecure_hosts")
     @classmethod
     def _check_insecure_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from imagegen.image_fetch import parse_insecure_host
+        from imagegen.fetch_hosts import parse_insecure_host
 
         for entry in value:
             parse_insecure_host(entry)

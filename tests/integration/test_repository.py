@@ -274,7 +274,9 @@ def test_concurrent_completions_of_different_parts_are_all_kept(stack_env) -> No
         images = {0: [_image(generation, i) for i in range(4)], 1: [_image(generation, 4)]}
         results = _race(
             [
-                lambda i=i: repo.complete_part(generation.id, i, f"w{i}", images[i], "1", {}, NOW)
+                lambda i=i, g=generation.id, parts=images: repo.complete_part(
+                    g, i, f"w{i}", parts[i], "1", {}, NOW
+                )
                 for i in (0, 1)
             ]
         )
