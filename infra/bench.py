@@ -320,16 +320,20 @@ def phase_accept(
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(keys, f)
     out: dict[str, Any] = {}
+    served = _served_floor(stack)
     try:
         for c in levels:
-            runs: dict[str, list[dict[str, Any]]] = {"api": [], "floor": []}
+            runs: dict[str, list[dict[str, Any]]] = {"api": [], "floor": [], "served": []}
             for _ in range(reps):
                 http = ["--url", stack.env["API_URL"], "--keys-file", f.name]
                 runs["api"].append(_load("http", c, duration, stack.env, *http))
                 runs["floor"].append(_load("floor", c, duration, stack.env))
+                bare = ["--url", served[1], "--keys-file", f.name]
+                runs["served"].append(_load("http", c, duration, stack.env, *bare))
             pairs = list(zip(runs["api"], runs["floor"], strict=True))
             rps_ratio = [a["rps"] / b["rps"] for a, b in pairs]
             p99_ratio = [a["p99_s"] / b["p99_s"] for a, b in pairs]
+            served_pairs = list(zip(runs["api"], runs["served"], strict=True))
             errors = sum(r["errors"] for r in runs["api"])
             out[str(c)] = {
                 side: {
@@ -343,13 +347,52 @@ def phase_accept(
             } | {
                 "rps_ratio": spread(rps_ratio),
                 "p99_ratio": spread(p99_ratio),
+                # The same I/O behind the same server: what is left is the product's own.
+                "rps_ratio_to_served": spread([a["rps"] / b["rps"] for a, b in served_pairs]),
+                "served_rps_ratio_to_floor": spread(
+                    [
+                        b["rps"] / f["rps"]
+                        for b, f in zip(runs["served"], runs["floor"], strict=True)
+                    ]
+                ),
                 "met": statistics.median(rps_ratio) >= TARGETS["accept_rps_ratio_min"]
                 and statistics.median(p99_ratio) <= TARGETS["accept_p99_ratio_max"]
                 and errors == 0,
             }
     finally:
+        served[0].stop()
         os.unlink(f.name)
     return out
+
+
+def _served_floor(stack: LocalStack) -> tuple[Managed, str]:
+    """bench/bare/main.py:bare_accept, the floor's create + publish as a functions-framework
+    function started like the api (same server, THREADS as in Terraform)."""
+    port = free_port()
+    bin_ff = str(Path(PYTHON).parent / "functions-framework")
+    source = str(ROOT / "bench" / "bare" / "main.py")
+    argv = [bin_ff, "--source", source, "--target", "bare_accept", "--signature-type", "http"]
+    env = {**os.environ, **stack.env, "THREADS": str(BenchStack.threads.get("api", 1))}
+    log = stack.state_dir / "logs" / "served-floor.log"
+    managed = Managed(
+        "served-floor", [*argv, "--host", "127.0.0.1", "--port", str(port)], env, log, ROOT
+    )
+    managed.start()
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(url, data=b"{}", method="POST")
+            with urllib.request.urlopen(request, timeout=5) as response:
+                if response.status == 202:
+                    return managed, url
+        except OSError:
+            pass
+        if not managed.alive():
+            raise RuntimeError(f"served floor exited:\n{managed.tail()}")
+        time.sleep(0.05)
+    managed.stop()
+    raise TimeoutError(f"served floor not answering:\n{managed.tail()}")
 
 
 # -- phase 3: ingest ---------------------------------------------------------------------
@@ -398,15 +441,24 @@ def phase_ingest(bench: Bench, reps: int, images: int = 5) -> dict[str, Any]:
             deliveries.append((url, request_id, payload))
         import httpx
 
-        def deliver(delivery: tuple[str, str, bytes]) -> int:
-            url, request_id, payload = delivery
+        # Signed and connected before the clock starts: fal's side of a delivery is not
+        # the product's time (the floor's client is built beforehand too).
+        signed = []
+        for url, request_id, payload in deliveries:
             headers = sign_webhook(key, request_id, "sim-user", payload)
             headers["Content-Type"] = "application/json"
-            return httpx.post(url, content=payload, headers=headers, timeout=60).status_code
+            signed.append((url, payload, headers))
 
+        def deliver(delivery: tuple[str, bytes, dict[str, str]], client: httpx.Client) -> int:
+            url, payload, headers = delivery
+            return client.post(url, content=payload, headers=headers).status_code
+
+        clients = [httpx.Client(timeout=60) for _ in signed]
         began = time.monotonic()
-        with ThreadPoolExecutor(len(deliveries)) as pool:
-            statuses = list(pool.map(deliver, deliveries))
+        with ThreadPoolExecutor(len(signed)) as pool:
+            statuses = list(pool.map(deliver, signed, clients))
+        for client in clients:
+            client.close()
         bench.wait_record(generation_id, _completed)
         took = time.monotonic() - began
         if any(s != 200 for s in statuses):
@@ -1313,6 +1365,15 @@ def table(r: dict[str, Any]) -> str:
             f"| rps {a['rps_ratio']['median']:.2f}, p99 {a['p99_ratio']['median']:.2f} "
             f"| rps ≥ 0.7, p99 ≤ 3, 0 errors | {_yes(a['met'])} |"
         )
+        if sv := a.get("served"):
+            rows.append(
+                f"| accept c={c}, served floor | req/s; p50/p99 ms; errors "
+                f"| (same api run) "
+                f"| {sv['rps']['median']:.1f} ({sv['rps']['min']:.1f}–{sv['rps']['max']:.1f}); "
+                f"{_ms(sv['p50_s']['median'])}/{_ms(sv['p99_s']['median'])}; {sv['errors']} "
+                f"| api/served rps {a['rps_ratio_to_served']['median']:.2f}; "
+                f"served/floor rps {a['served_rps_ratio_to_floor']['median']:.2f} | — | |"
+            )
     if i := r.get("ingest"):
         rows.append(
             f"| ingest {i['images']}×1024² | images/s (p25–p75) "

@@ -95,6 +95,13 @@ def http_workers(url: str, keys: list[str], concurrency: int) -> list[Callable[[
 
 
 def floor_workers(concurrency: int) -> list[Callable[[], bool]]:
+    operation = floor_operation()
+    return [operation for _ in range(concurrency)]
+
+
+def floor_operation() -> Callable[[], bool]:
+    """One accepted generation's minimal I/O: a Firestore create and a Pub/Sub publish.
+    Also served over HTTP by `bench/bare/main.py:bare_accept` (the served floor)."""
     import grpc
     from google.cloud import firestore
     from google.pubsub_v1 import PublisherClient, PubsubMessage
@@ -133,7 +140,7 @@ def floor_workers(concurrency: int) -> list[Callable[[], bool]]:
         publisher.publish(topic=topic, messages=[message], timeout=10)
         return True
 
-    return [create_and_publish for _ in range(concurrency)]
+    return create_and_publish
 
 
 def main() -> None:
