@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_SECONDS = 10.0
 
 # Extra writes a caller adds to the admitting transaction (e.g. the batch document).
-ExtraWrite = Callable[["firestore.Transaction", list[Generation]], None]
+ExtraWrite = Callable[["firestore.WriteBatch", list[Generation]], None]
 
 
 @dataclass(frozen=True)
@@ -93,14 +93,19 @@ def _admit_and_create(
     ledger = Ledger(db)
     idempotency = IdempotencyStore(db)
 
-    def admit(transaction: firestore.Transaction) -> Accepted:
-        if claim is not None:
-            previous = idempotency.previous(transaction, claim, now)
+    refs = ledger.refs(principal.user_id, now)
+    key_ref = idempotency.ref(claim) if claim is not None else None
+
+    def admit(
+        snapshots: dict[str, firestore.DocumentSnapshot], batch: firestore.WriteBatch
+    ) -> Accepted:
+        if claim is not None and key_ref is not None:
+            previous = idempotency.previous(snapshots[key_ref.path], claim, now)
             if previous is not None:
-                return Accepted(repo.get_many(previous, transaction), replayed=True)
-        state = ledger.read(transaction, principal.user_id, now)
+                return Accepted(repo.get_many(previous), replayed=True)
+        state = ledger.state(snapshots, principal.user_id, now)
         ledger.admit(
-            transaction,
+            batch,
             state,
             [Charge.of(g) for g in generations],
             limits_of(settings),
@@ -109,17 +114,20 @@ def _admit_and_create(
             enforce=not principal.is_admin,
         )
         for generation in generations:
-            repo.create_in(transaction, generation)
+            repo.create_in(batch, generation)
         if extra_write is not None:
-            extra_write(transaction, generations)
-        if claim is not None:
-            idempotency.record(transaction, claim, [g.id for g in generations], now)
+            extra_write(batch, generations)
+        if claim is not None and key_ref is not None:
+            ids = [g.id for g in generations]
+            idempotency.record(batch, snapshots[key_ref.path], claim, ids, now)
         return Accepted(generations)
 
     # Different users never contend; one user's concurrent requests do, by design: every
-    # admission writes that user's rate-log document.
+    # admission writes that user's limits document (conditionally: a loser reads again).
+    # Serialized per user within the instance so that they rarely have to.
+    read = refs if key_ref is None else [*refs, key_ref]
     with transactions.serialized(f"admit:{principal.user_id}"):
-        return transactions.run(db, admit, attempts=20)
+        return transactions.read_many_then_write(db, read, admit, attempts=20)
 
 
 def _publish_ids(settings: Settings, generation_ids: list[str]) -> None:

@@ -1,7 +1,8 @@
 """`Idempotency-Key`: the same key and body within 24 h returns the first result.
 
-The record is written in the same transaction that creates the generations, so two
-concurrent requests with one key cannot both create: the second sees the first's record.
+The record is written in the same commit that creates the generations, on condition that it
+did not exist (or was the expired one read), so two concurrent requests with one key cannot
+both create: the second's commit fails, it reads again and sees the first's record.
 Keys are scoped per user (two users may pick the same key) and stored hashed; a TTL
 policy on `expire_at` removes them (until then an expired record is simply overwritten).
 """
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from imagegen.errors import BadRequestError, ConflictError
+from imagegen.transactions import guarded_write
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -60,12 +62,15 @@ class IdempotencyStore:
     def _ref(self, claim_: IdempotencyClaim) -> firestore.DocumentReference:
         return self._db.collection(IDEMPOTENCY).document(claim_.doc_id)
 
+    def ref(self, claim_: IdempotencyClaim) -> firestore.DocumentReference:
+        return self._ref(claim_)
+
     def previous(
-        self, transaction: firestore.Transaction, claim_: IdempotencyClaim, now: datetime
+        self, snapshot: firestore.DocumentSnapshot, claim_: IdempotencyClaim, now: datetime
     ) -> list[str] | None:
-        """The generation ids the first request with this key created, if it is still live;
-        409 if the key was used with a different body."""
-        snapshot = self._ref(claim_).get(transaction=transaction)
+        """The generation ids the first request with this key created (from the key's
+        document as read), if it is still live; 409 if the key was used with a different
+        body."""
         if not snapshot.exists:
             return None
         data = snapshot.to_dict() or {}
@@ -80,13 +85,15 @@ class IdempotencyStore:
 
     def record(
         self,
-        transaction: firestore.Transaction,
+        batch: firestore.WriteBatch,
+        snapshot: firestore.DocumentSnapshot,
         claim_: IdempotencyClaim,
         generation_ids: list[str],
         now: datetime,
     ) -> None:
-        transaction.set(
-            self._ref(claim_),
+        guarded_write(
+            batch,
+            snapshot,
             {
                 "user_id": claim_.user_id,
                 "request_hash": claim_.request_hash,

@@ -1,6 +1,6 @@
 """Per-user admission: requests per hour, generations in flight, megapixels per month.
 
-Admission happens in the Firestore transaction that creates the generations, and every
+Admission happens in the conditional commit that creates the generations, and every
 admission of a user writes that user's `userLimits/{userId}` document, so one user's
 concurrent admissions are serialized and can never both squeeze past a limit. Ending a
 generation reads nothing from here: a hot per-user document that every completion had to
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagegen.errors import RateLimitedError
 from imagegen.models.records import Generation, GenerationStatus
+from imagegen.transactions import guarded_write
 
 if TYPE_CHECKING:
     from google.cloud import firestore
@@ -82,6 +83,9 @@ class LedgerState:
     recent: list[datetime]
     in_flight: int
     usage: dict[str, Any]
+    # The snapshots read, so the admission's writes can be conditional on them.
+    limits_snapshot: Any = None
+    usage_snapshot: Any = None
 
 
 class Ledger:
@@ -94,23 +98,29 @@ class Ledger:
     def _usage_ref(self, user_id: str, month: str) -> firestore.DocumentReference:
         return self._db.collection(USAGE).document(f"{user_id}_{month}")
 
-    def read(self, transaction: firestore.Transaction, user_id: str, now: datetime) -> LedgerState:
-        month = month_key(now)
-        limits_ref, usage_ref = self._limits_ref(user_id), self._usage_ref(user_id, month)
-        snapshots = {s.reference.path: s for s in transaction.get_all([limits_ref, usage_ref])}
-        limits, usage = snapshots.get(limits_ref.path), snapshots.get(usage_ref.path)
-        state = (limits.to_dict() if limits and limits.exists else None) or {}
+    def refs(self, user_id: str, now: datetime) -> list[firestore.DocumentReference]:
+        """The documents an admission reads (limits, this month's usage)."""
+        return [self._limits_ref(user_id), self._usage_ref(user_id, month_key(now))]
+
+    def state(
+        self, snapshots: dict[str, firestore.DocumentSnapshot], user_id: str, now: datetime
+    ) -> LedgerState:
+        limits_ref, usage_ref = self.refs(user_id, now)
+        limits, usage = snapshots[limits_ref.path], snapshots[usage_ref.path]
+        state = (limits.to_dict() if limits.exists else None) or {}
         return LedgerState(
             user_id=user_id,
-            month=month,
+            month=month_key(now),
             recent=sorted(t for t in state.get("recent", []) if t > now - WINDOW),
             in_flight=max(0, int(state.get("in_flight", 0))),
-            usage=(usage.to_dict() if usage and usage.exists else None) or {},
+            usage=(usage.to_dict() if usage.exists else None) or {},
+            limits_snapshot=limits,
+            usage_snapshot=usage,
         )
 
     def admit(
         self,
-        transaction: firestore.Transaction,
+        batch: firestore.WriteBatch,
         state: LedgerState,
         charges: list[Charge],
         limits: Limits,
@@ -118,11 +128,14 @@ class Ledger:
         *,
         enforce: bool = True,
     ) -> None:
-        """Counts new generations in, or raises RateLimitedError and writes nothing."""
+        """Counts new generations in, or raises RateLimitedError and writes nothing. The
+        writes commit only if neither document changed since `state` was read (a concurrent
+        admission, or a generation ending and freeing its slot)."""
         if enforce:
             _check(state, charges, limits, now)
-        transaction.set(
-            self._limits_ref(state.user_id),
+        guarded_write(
+            batch,
+            state.limits_snapshot,
             {
                 "recent": kept_starts(state.recent, now, len(charges), limits),
                 "in_flight": state.in_flight + len(charges),
@@ -130,8 +143,9 @@ class Ledger:
             },
         )
         usage = state.usage
-        transaction.set(
-            self._usage_ref(state.user_id, state.month),
+        guarded_write(
+            batch,
+            state.usage_snapshot,
             {
                 "user_id": state.user_id,
                 "month": state.month,

@@ -130,8 +130,8 @@ class GenerationRepository:
     def create(self, generation: Generation) -> None:
         self._ref(generation.id).create(_document(generation))
 
-    def create_in(self, transaction: firestore.Transaction, generation: Generation) -> None:
-        transaction.create(self._ref(generation.id), _document(generation))
+    def create_in(self, batch: firestore.WriteBatch, generation: Generation) -> None:
+        batch.create(self._ref(generation.id), _document(generation))
 
     def get_many(
         self, generation_ids: list[str], transaction: firestore.Transaction | None = None

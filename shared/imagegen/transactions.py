@@ -78,6 +78,50 @@ def read_then_write(
     raise RetryableError("Busy: please retry", code="contention")
 
 
+def read_many_then_write(
+    client: firestore.Client,
+    refs: list[firestore.DocumentReference],
+    body: Callable[[dict[str, firestore.DocumentSnapshot], firestore.WriteBatch], T],
+    attempts: int,
+) -> T:
+    """`read_then_write` for several documents read at once (one BatchGetDocuments call):
+    `body` gets the snapshots by document path and must write each document it read and
+    relies on through `guarded_write`, so the commit fails if any of them changed (or was
+    created) since the read. Two round trips, where a transaction takes three (begin, read,
+    commit) and holds locks in between."""
+    from google.api_core import exceptions as google_exceptions
+
+    for attempt in range(attempts):
+        snapshots = {s.reference.path: s for s in client.get_all(refs)}
+        batch = client.batch()
+        result = body(snapshots, batch)
+        if not len(batch):
+            return result
+        try:
+            batch.commit()
+            return result
+        except (
+            google_exceptions.FailedPrecondition,
+            google_exceptions.Aborted,
+            google_exceptions.Conflict,
+            google_exceptions.AlreadyExists,
+            google_exceptions.NotFound,
+        ):
+            time.sleep(random.uniform(0.001, 0.004) * (attempt + 1))
+    raise RetryableError("Busy: please retry", code="contention")
+
+
+def guarded_write(
+    batch: firestore.WriteBatch, snapshot: firestore.DocumentSnapshot, data: dict[str, Any]
+) -> None:
+    """Writes `data` as the document's whole content if it is still as read: an update on
+    condition of its last update time, or a create (which fails if it exists by now)."""
+    if snapshot.exists:
+        guarded_update(batch, snapshot, data)
+    else:
+        batch.create(snapshot.reference, data)
+
+
 def guarded_update(
     batch: firestore.WriteBatch,
     snapshot: firestore.DocumentSnapshot,

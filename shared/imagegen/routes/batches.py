@@ -97,8 +97,8 @@ def create_batch(request: flask.Request) -> flask.Response:
     batch_id = str(uuid.uuid4())
     now = datetime.now(UTC)
 
-    def write_batch(transaction: firestore.Transaction, generations: list[Generation]) -> None:
-        transaction.create(
+    def write_batch(batch: firestore.WriteBatch, generations: list[Generation]) -> None:
+        batch.create(
             clients.firestore_client().collection(BATCHES).document(batch_id),
             {
                 "id": batch_id,
