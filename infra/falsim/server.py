@@ -71,6 +71,9 @@ class _TlsHttpServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: fal_client reuses its connections
+    # Headers and body go out as two writes: with Nagle's algorithm on, the body waits for
+    # the client's delayed ACK (~40 ms per response), a stall real fal does not have.
+    disable_nagle_algorithm = True
     server_version = "falsim"
     # Reaps idle keep-alive connections left open by pooled clients.
     timeout = 60

@@ -16,9 +16,9 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.routing import Map, Rule
 
-from imagegen import accept, clients, context
+from imagegen import clients, context
 from imagegen.cleanup import MAX_BATCH_SIZE, FirestoreCleanupStore, SweepConfig, Sweeper
-from imagegen.settings import get_settings
+from imagegen.settings import Settings, get_settings
 from imagegen.task_auth import authorize_task_call
 from imagegen.validation import load_body, problems_from_pydantic, raise_validation
 from imagegen.web import dispatch, json_response, read_body
@@ -68,7 +68,7 @@ def sweep(request: flask.Request) -> flask.Response:
         FirestoreCleanupStore(clients.firestore_client()),
         context.generations(),
         context.image_store(),
-        lambda generation_id: accept.publish_generation(settings, generation_id),
+        lambda generation_id: _republish(settings, generation_id),
         SweepConfig.from_settings(
             settings,
             time_budget_seconds=options.time_budget_seconds,
@@ -84,3 +84,10 @@ HANDLERS = {"health": health, "sweep": sweep}
 
 def handle(request: flask.Request) -> flask.Response:
     return dispatch(request, URL_MAP, HANDLERS)
+
+
+def _republish(settings: Settings, generation_id: str) -> None:
+    # Imported on use: a sweep that re-publishes nothing never loads the accept path.
+    from imagegen.accept import publish_generation
+
+    publish_generation(settings, generation_id)

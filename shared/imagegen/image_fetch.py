@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from imagegen import tls
 from imagegen.errors import RetryableError, UpstreamRejectedError
 from imagegen.fetch_hosts import parse_allowed_host, parse_insecure_host
 
@@ -202,7 +203,7 @@ class ImageFetcher:
         # and the address we check; it still honours SSL_CERT_FILE (the simulator's CA).
         # One pooled client per instance: fal serves every image of a request from one host.
         self._http = httpx.Client(
-            transport=transport or httpx.HTTPTransport(),
+            transport=transport or httpx.HTTPTransport(verify=tls.client_context()),
             follow_redirects=False,
             headers={"Accept": ", ".join(CONTENT_TYPES), "Accept-Encoding": "identity"},
         )

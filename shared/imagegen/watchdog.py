@@ -16,19 +16,21 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from imagegen import accept
 from imagegen.errors import UpstreamRejectedError
 from imagegen.fal_gateway import FalGateway, FalState
-from imagegen.ingest import Collaborators, Outcome, ingest
 from imagegen.models.events import FalWebhook
 from imagegen.models.records import ErrorInfo, Generation, PartStatus
 from imagegen.registry import get_model
 from imagegen.settings import Settings
 from imagegen.task_queue import TaskQueue, task_id
 from imagegen.webhook_url import PartRef
+
+if TYPE_CHECKING:
+    from imagegen.ingest import Collaborators
 
 log = logging.getLogger(__name__)
 MAX_SUBMIT_ATTEMPTS = 2  # the first submit and one resubmit after fal lost the request
@@ -121,7 +123,9 @@ def run_check(
         if part.submit_attempts < MAX_SUBMIT_ATTEMPTS and repo.requeue_lost(
             generation.id, check.part, check.fal_request_id, datetime.now(UTC)
         ):
-            accept.publish_generation(settings, generation.id)
+            from imagegen.accept import publish_generation
+
+            publish_generation(settings, generation.id)
             log.warning("fal lost the request: resubmitting", extra=context)
             return Verdict.RESUBMITTED
         repo.fail(
@@ -153,6 +157,9 @@ def run_check(
         webhook = FalWebhook(
             request_id=check.fal_request_id, status="ERROR", error=status.error or exc.message
         )
+    # Imported here: the dispatcher, which only schedules checks, never loads ingest.
+    from imagegen.ingest import Outcome, ingest
+
     outcome = ingest(webhook, PartRef(generation.id, check.part), collaborators)
     if outcome is Outcome.IN_PROGRESS:
         # Someone holds the copy (a webhook past its budget, or one that died mid-copy). Its

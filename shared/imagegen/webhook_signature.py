@@ -202,7 +202,9 @@ def verify_signature(
 def _http_fetch(url: str) -> dict[str, Any]:
     import httpx  # loaded by the first verification, not at start-up
 
-    response = httpx.get(url, timeout=JWKS_FETCH_TIMEOUT_SECONDS)
+    from imagegen.tls import client_context
+
+    response = httpx.get(url, timeout=JWKS_FETCH_TIMEOUT_SECONDS, verify=client_context())
     response.raise_for_status()
     return response.json()
 
