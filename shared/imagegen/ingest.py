@@ -3,13 +3,22 @@
 Delivery is at least once: a duplicate finds its part already completed and changes
 nothing; object paths are deterministic, so even two deliveries racing past that check
 overwrite the same objects rather than add copies, and only one of them commits.
+
+A result with images goes straight to the part's ingest claim: the claim's own fresh read
+refuses a terminal generation or a completed part, so no separate read comes first (error
+deliveries, and a claim that finds no record to refuse, still read the record). Nothing is
+stored before the claim is held. fal's webhook (`prefetch=True`) downloads the images and
+makes their thumbnails while the claim is being written, so the copy starts with the
+uploads; a delivery that then does not get the claim stores nothing, and its downloads are
+dropped.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -17,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import pydantic
 
+from imagegen import transactions
 from imagegen.errors import UpstreamRejectedError
 from imagegen.fal_gateway import describe_fal_detail
 from imagegen.lifecycle import IngestClaim, Lease
@@ -62,46 +72,79 @@ def _fail(c: Collaborators, generation: Generation, code: str, message: str) -> 
     return Outcome.FAILED
 
 
-def _copy(
-    c: Collaborators, generation: Generation, part: GenerationPart, output: FalOutput
-) -> list[StoredImage]:
-    seed = None if output.seed is None else str(output.seed)
+def _one_writer(generation_id: str) -> AbstractContextManager[None]:
+    """The parts of one generation, delivered to this instance at once, take turns writing
+    it: the later one reads the earlier one's result instead of losing a conditional commit
+    and reading again. Correctness does not depend on it (the writes are conditional)."""
+    return transactions.serialized(f"generation:{generation_id}")
 
-    def copy_one(offset: int) -> StoredImage:
-        fetched = c.fetcher.fetch(output.images[offset].url)
-        index = part.first_image + offset
-        path = image_path(generation.user_id, generation.id, index, fetched.extension)
-        nsfw = offset < len(output.has_nsfw_concepts) and output.has_nsfw_concepts[offset]
+
+class _PartCopy:
+    """Copies one part's images, each on its own thread (up to MAX_PARALLEL_COPIES): an image
+    is downloaded and its thumbnail made as soon as the copy is created, then waits for
+    `store` (the claim is held: upload both) or `abandon` (it is not: nothing is stored)."""
+
+    def __init__(self, c: Collaborators, output: FalOutput) -> None:
+        self._c = c
+        self._output = output
+        self._seed = None if output.seed is None else str(output.seed)
+        self._target: Future[tuple[Generation, GenerationPart] | None] = Future()
+        count = len(output.images)
+        self._pool = ThreadPoolExecutor(
+            max_workers=min(count, MAX_PARALLEL_COPIES), thread_name_prefix="copy"
+        )
+        self._copies = [self._pool.submit(self._copy_one, offset) for offset in range(count)]
+
+    def _copy_one(self, offset: int) -> StoredImage | None:
+        output = self._output
+        fetched = self._c.fetcher.fetch(output.images[offset].url)
         # From the bytes already in hand: the thumbnail costs no second download.
         thumbnail = make_thumbnail(fetched.data)
+        target = self._target.result()
+        if target is None:
+            return None
+        generation, part = target
+        index = part.first_image + offset
+        path = image_path(generation.user_id, generation.id, index, fetched.extension)
         thumb_path = thumbnail_path(generation.user_id, generation.id, index)
+        nsfw = offset < len(output.has_nsfw_concepts) and output.has_nsfw_concepts[offset]
         metadata = {
             "generationId": generation.id,
             "userId": generation.user_id,
             "index": str(index),
-            "seed": seed or "",
+            "seed": self._seed or "",
         }
-        c.store.upload(path, fetched.data, fetched.content_type, metadata)
-        c.store.upload(thumb_path, thumbnail.data, thumbnail.content_type, metadata)
+        # One upload at a time per image: the copies of a part already run in parallel.
+        store = self._c.store
+        store.upload(path, fetched.data, fetched.content_type, metadata)
+        store.upload(thumb_path, thumbnail.data, thumbnail.content_type, metadata)
         return StoredImage(
             index=index,
-            bucket=c.store.bucket_name,
+            bucket=store.bucket_name,
             path=path,
             width=fetched.width,
             height=fetched.height,
             content_type=fetched.content_type,
             file_size=len(fetched.data),
-            seed=seed,
+            seed=self._seed,
             nsfw=nsfw,
             thumbnail_path=thumb_path,
             thumbnail_content_type=thumbnail.content_type,
         )
 
-    count = len(output.images)
-    if count == 1:
-        return [copy_one(0)]
-    with ThreadPoolExecutor(max_workers=min(count, MAX_PARALLEL_COPIES)) as pool:
-        return list(pool.map(copy_one, range(count)))
+    def store(self, generation: Generation, part: GenerationPart) -> list[StoredImage]:
+        """The part's images, stored; raises the first failure, once every copy stopped."""
+        self._target.set_result((generation, part))
+        try:
+            return [image for copy in self._copies if (image := copy.result()) is not None]
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def abandon(self) -> None:
+        """Stores nothing. Downloads under way end on their own; the answer does not wait."""
+        if not self._target.done():
+            self._target.set_result(None)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _discard_orphans(
@@ -139,73 +182,149 @@ def error_message(webhook: FalWebhook) -> str:
 INGEST_LEASE = timedelta(seconds=120)
 
 
-def ingest(webhook: FalWebhook, ref: PartRef | None, c: Collaborators) -> Outcome:
-    """A fal result (from fal's webhook, or fetched by the watchdog: one code path)."""
-    located = _locate(webhook, ref, c)
-    generation = c.repo.get(located.generation_id) if located else None
-    if located is None or generation is None or located.part_index >= len(generation.parts):
-        log.warning(
-            "webhook for an unknown fal request", extra={"falRequestId": webhook.request_id}
-        )
-        return Outcome.UNKNOWN
-    index = located.part_index
-    context = {"generationId": generation.id, "part": index, "falRequestId": webhook.request_id}
-    part = generation.part(index)
-    if generation.is_terminal or part.status is PartStatus.COMPLETED:
-        log.info("duplicate fal result ignored", extra=context)
-        return Outcome.DUPLICATE
+def ingest(
+    webhook: FalWebhook, ref: PartRef | None, c: Collaborators, *, prefetch: bool = False
+) -> Outcome:
+    """A fal result (from fal's webhook, or fetched by the watchdog: one code path).
 
+    `prefetch`: download the images while the claim is being written (fal's webhook, where
+    the time to completion counts); the watchdog, which may find the part busy check after
+    check, downloads only once it holds the claim."""
+    located = _locate(webhook, ref, c)
+    if located is None:
+        return _unknown(webhook)
+    output = _images_of(webhook)
+    if output is None:
+        return _refuse(webhook, located, c)
+    return _copy(webhook, located, output, c, prefetch)
+
+
+def _unknown(webhook: FalWebhook) -> Outcome:
+    log.warning("webhook for an unknown fal request", extra={"falRequestId": webhook.request_id})
+    return Outcome.UNKNOWN
+
+
+def _images_of(webhook: FalWebhook) -> FalOutput | None:
+    """The result's output if it has images to copy; None for an error or unusable result."""
+    if webhook.status == "ERROR" or webhook.payload_error:
+        return None
+    try:
+        output = FalOutput.model_validate(webhook.payload or {})
+    except pydantic.ValidationError:
+        return None
+    return output if output.images else None
+
+
+def _refuse(webhook: FalWebhook, located: PartRef, c: Collaborators) -> Outcome:
+    """A result without images fails the generation, unless it ended or has that part."""
+    generation = c.repo.get(located.generation_id)
+    if generation is None or located.part_index >= len(generation.parts):
+        return _unknown(webhook)
+    index = located.part_index
+    if generation.is_terminal or generation.part(index).status is PartStatus.COMPLETED:
+        log.info(
+            "duplicate fal result ignored",
+            extra={
+                "generationId": generation.id,
+                "part": index,
+                "falRequestId": webhook.request_id,
+            },
+        )
+        return Outcome.DUPLICATE
     if webhook.status == "ERROR":
         return _fail(c, generation, "fal_error", error_message(webhook)[:1000])
     if webhook.payload_error:
         return _fail(c, generation, "fal_payload_error", webhook.payload_error[:1000])
     try:
-        output = FalOutput.model_validate(webhook.payload or {})
+        FalOutput.model_validate(webhook.payload or {})
     except pydantic.ValidationError:
         return _fail(c, generation, "invalid_output", "fal.ai returned an unreadable result")
-    if not output.images:
-        return _fail(c, generation, "no_images", "fal.ai returned no images")
-    if len(output.images) != part.num_images:
-        return _fail(
-            c,
-            generation,
-            "wrong_image_count",
-            f"fal.ai returned {len(output.images)} images, expected {part.num_images}",
-        )
+    return _fail(c, generation, "no_images", "fal.ai returned no images")
 
-    lease = Lease(uuid.uuid4().hex, datetime.now(UTC), INGEST_LEASE)
-    claim, claimed = c.repo.claim_ingest(generation.id, index, webhook.request_id, lease)
+
+def _claim(
+    webhook: FalWebhook, located: PartRef, lease: Lease, c: Collaborators
+) -> Generation | Outcome:
+    """The generation as claimed for this delivery, or why this delivery copies nothing."""
+    generation_id, index = located.generation_id, located.part_index
+    context = {"generationId": generation_id, "part": index, "falRequestId": webhook.request_id}
+    try:
+        with _one_writer(generation_id):
+            claim, claimed = c.repo.claim_ingest(generation_id, index, webhook.request_id, lease)
+    except IndexError:  # the record has fewer parts than the reference names
+        return _unknown(webhook)
     if claim is IngestClaim.BUSY:
         # The holder copies; if it fails, fal redelivers the holder's copy.
         log.info("fal result already being copied", extra=context)
         return Outcome.IN_PROGRESS
     if claimed is None:
+        # The part is done, or the generation ended, or there is no such record (which
+        # the claim reports as ended too).
+        if claim is IngestClaim.ENDED and c.repo.get(generation_id) is None:
+            return _unknown(webhook)
         log.info("duplicate fal result ignored", extra=context)
         return Outcome.DUPLICATE
+    return claimed
+
+
+def _copy(
+    webhook: FalWebhook, located: PartRef, output: FalOutput, c: Collaborators, prefetch: bool
+) -> Outcome:
+    """Claims the part, stores its images and records them."""
+    generation_id, index = located.generation_id, located.part_index
+    lease = Lease(uuid.uuid4().hex, datetime.now(UTC), INGEST_LEASE)
+    early = _PartCopy(c, output) if prefetch else None
+    claimed: Generation | Outcome = Outcome.UNKNOWN
     try:
-        images = _copy(c, claimed, claimed.part(index), output)
+        claimed = _claim(webhook, located, lease, c)
+    finally:
+        if early is not None and not isinstance(claimed, Generation):
+            early.abandon()
+    if not isinstance(claimed, Generation):
+        return claimed
+    part = claimed.part(index)
+    if len(output.images) != part.num_images:
+        if early is not None:
+            early.abandon()
+        return _fail(
+            c,
+            claimed,
+            "wrong_image_count",
+            f"fal.ai returned {len(output.images)} images, expected {part.num_images}",
+        )
+    try:
+        images = (early or _PartCopy(c, output)).store(claimed, part)
     except UpstreamRejectedError as exc:
         return _fail(c, claimed, exc.code, exc.message)
     except Exception:
-        c.repo.release_ingest(generation.id, index, lease.claim_id, datetime.now(UTC))
+        c.repo.release_ingest(generation_id, index, lease.claim_id, datetime.now(UTC))
         raise
     try:
-        updated = c.repo.complete_part(
-            generation.id,
-            index,
-            lease.claim_id,
-            images,
-            None if output.seed is None else str(output.seed),
-            output.timings,
-            datetime.now(UTC),
-        )
+        with _one_writer(generation_id):
+            updated = c.repo.complete_part(
+                generation_id,
+                index,
+                lease.claim_id,
+                images,
+                None if output.seed is None else str(output.seed),
+                output.timings,
+                datetime.now(UTC),
+            )
     except Exception:
         # The images are stored but not recorded: free the part so the next delivery (or
         # the watchdog) records them at once rather than after the lease.
-        c.repo.release_ingest(generation.id, index, lease.claim_id, datetime.now(UTC))
+        c.repo.release_ingest(generation_id, index, lease.claim_id, datetime.now(UTC))
         raise
     if updated is None:
-        _discard_orphans(c, generation.id, index, images)
+        _discard_orphans(c, generation_id, index, images)
         return Outcome.DUPLICATE
-    log.info("part completed", extra={**context, "status": updated.status.value})
+    log.info(
+        "part completed",
+        extra={
+            "generationId": generation_id,
+            "part": index,
+            "falRequestId": webhook.request_id,
+            "status": updated.status.value,
+        },
+    )
     return Outcome.COMPLETED_PART

@@ -65,7 +65,9 @@ def receive(request: flask.Request) -> flask.Response:
         context.generations(), context.image_store(), context.image_fetcher()
     )
     # The copy logs under this request's trace: the worker thread runs in its context.
-    work = _copiers.submit(contextvars.copy_context().run, ingest, webhook, ref, collaborators)
+    # fal waits for the answer: the images download while the part is being claimed.
+    run = contextvars.copy_context().run
+    work = _copiers.submit(run, ingest, webhook, ref, collaborators, prefetch=True)
     try:
         outcome = work.result(timeout=settings.webhook_ingest_budget_seconds)
     except FutureTimeout:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -124,3 +125,56 @@ def test_forged_webhook_is_refused_and_changes_nothing(
     assert api.get(generation_id).json() == before
     prefix = f"generations/{api.user_id}/{generation_id}/"
     assert not list(images_bucket.list_blobs(prefix=prefix))
+
+
+def test_the_same_signed_webhook_twice_at_once_stores_images_once(
+    api: Api, fal_sim, sim_config, stack_env, images_bucket
+) -> None:
+    """Both deliveries download while claiming the part; only the claim's holder stores."""
+    generation_id, sim_request = _submitted_without_webhook(
+        api, fal_sim, sim_config, {"prompt": "delivered at once", "numImages": 3}
+    )
+    body = _webhook_body(fal_sim, sim_request)
+    key = load_private_key(Path(stack_env["FAL_SIM_PRIVATE_KEY_FILE"]))
+    headers = sign_webhook(key, sim_request["request_id"], "sim-user", body)
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(
+            pool.map(lambda _: _deliver(sim_request["webhook_url"], body, headers), range(2))
+        )
+    assert [a.status_code for a in answers] == [200, 200]
+    statuses = sorted(a.json()["status"] for a in answers)
+    assert statuses in (["completed_part", "duplicate"], ["completed_part", "in_progress"])
+    completed = api.wait(generation_id, {"completed"})
+    assert len(completed["images"]) == 3
+    for prefix in ("generations", "thumbnails"):
+        stored = list(images_bucket.list_blobs(prefix=f"{prefix}/{api.user_id}/{generation_id}/"))
+        assert len(stored) == 3
+
+
+def test_the_webhooks_of_two_parts_at_once_complete_the_generation(
+    api: Api, fal_sim, sim_config, stack_env, images_bucket
+) -> None:
+    sim_config.set(webhook="none")
+    generation_id = api.generate({"prompt": "two parts at once", "numImages": 5})
+    api.wait(generation_id, {"submitted"})
+    requests = wait_sim_requests_for(fal_sim, generation_id, count=2)
+    key = load_private_key(Path(stack_env["FAL_SIM_PRIVATE_KEY_FILE"]))
+    deliveries = []
+    for request in requests:
+        finished = wait_sim_request(
+            fal_sim, request["request_id"], lambda r: r["status"] == "COMPLETED"
+        )
+        body = _webhook_body(fal_sim, finished)
+        headers = sign_webhook(key, finished["request_id"], "sim-user", body)
+        deliveries.append((finished["webhook_url"], body, headers))
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda d: _deliver(*d), deliveries))
+    assert [a.json()["status"] for a in answers] == ["completed_part", "completed_part"]
+    completed = api.get(generation_id).json()
+    assert completed["status"] == "completed"
+    paths = [image["path"] for image in completed["images"]]
+    assert [path.rsplit("/", 1)[1].split(".")[0] for path in paths] == ["0", "1", "2", "3", "4"]
+    stored = list(images_bucket.list_blobs(prefix=f"thumbnails/{api.user_id}/{generation_id}/"))
+    assert len(stored) == 5
