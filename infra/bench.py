@@ -286,7 +286,55 @@ def phase_pipeline(bench: Bench, reps: int) -> dict[str, Any]:
             "met": statistics.median(pipeline) / statistics.median(floor)
             <= TARGETS["pipeline_p50_ratio_max"],
         }
+    hop = pubsub_hop(max(3, reps))
+    out["pubsub_hop_s"] = spread(hop)
     return out
+
+
+def pubsub_hop(samples: int) -> list[float]:
+    """What the Pub/Sub hop alone costs on this stack: publish (one synchronous Publish, as
+    the api does) until a pull already waiting on a subscription receives it (as the relay,
+    Eventarc's stand-in, waits), on a topic of its own. Not in the floor, which calls fal
+    directly; the product cannot go below floor + this."""
+    import grpc
+    from google.cloud import pubsub_v1
+    from google.pubsub_v1 import PublisherClient, PubsubMessage
+    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+    name = f"bench-hop-{uuid.uuid4().hex[:8]}"
+    channel = grpc.insecure_channel(os.environ["PUBSUB_EMULATOR_HOST"])
+    publisher = PublisherClient(transport=PublisherGrpcTransport(channel=channel))
+    topic = publisher.create_topic(name=f"projects/{PROJECT}/topics/{name}").name
+    subscriber = pubsub_v1.SubscriberClient()
+    path = subscriber.subscription_path(PROJECT, name)
+    subscriber.create_subscription(request={"name": path, "topic": topic})
+    took: list[float] = []
+    try:
+        for _ in range(samples + 1):
+            received: dict[str, float] = {}
+
+            def pull(received: dict[str, float] = received) -> None:
+                response = subscriber.pull(
+                    subscription=path, max_messages=10, timeout=5.0, return_immediately=False
+                )
+                received["at"] = time.monotonic()
+                ids = [m.ack_id for m in response.received_messages]
+                if ids:
+                    subscriber.acknowledge(subscription=path, ack_ids=ids)
+
+            waiting = threading.Thread(target=pull)
+            waiting.start()
+            time.sleep(0.2)  # the pull is waiting, as the relay's always is
+            began = time.monotonic()
+            publisher.publish(topic=topic, messages=[PubsubMessage(data=b"hop")], timeout=10)
+            waiting.join(timeout=10)
+            if "at" in received:
+                took.append(received["at"] - began)
+    finally:
+        with contextlib.suppress(Exception):
+            subscriber.delete_subscription(subscription=path)
+            publisher.delete_topic(topic=topic)
+    return took[1:] or took
 
 
 # -- phase 2: accept path ----------------------------------------------------------------
@@ -1375,13 +1423,20 @@ def table(r: dict[str, Any]) -> str:
         "| Phase | Measure | Product | Floor | Ratio | Target | |",
         "|---|---|---|---|---|---|---|",
     ]
-    for key, p in r.get("pipeline", {}).items():
+    pipelines = {k: v for k, v in r.get("pipeline", {}).items() if k != "pubsub_hop_s"}
+    for key, p in pipelines.items():
         pl, fl = p["pipeline_s"], p["floor_s"]
         rows.append(
             f"| pipeline {key.replace('_', ' ')} | p50 ms (p25–p75) / p95 ms "
             f"| {_ms(pl['median'])} ({_ms(pl['p25'])}–{_ms(pl['p75'])}) / {_ms(pl['p95'])} "
             f"| {_ms(fl['median'])} ({_ms(fl['p25'])}–{_ms(fl['p75'])}) / {_ms(fl['p95'])} "
             f"| p50 {p['p50_ratio']:.2f}, p95 {p['p95_ratio']:.2f} | p50 ≤ 1.5 | {_yes(p['met'])} |"
+        )
+    if hop := r.get("pipeline", {}).get("pubsub_hop_s"):
+        rows.append(
+            f"| pipeline: the Pub/Sub hop alone | publish → a waiting pull receives it, ms "
+            f"(min–max) | {_ms(hop['median'])} ({_ms(hop['min'])}–{_ms(hop['max'])}) "
+            "| not in the floor | — | — | |"
         )
     for c, a in r.get("accept", {}).items():
         api, fl = a["api"], a["floor"]

@@ -32,6 +32,7 @@ def test_bench_smoke_writes_every_phase(tmp_path: Path) -> None:
         pipeline = result["pipeline"][count]
         assert {"pipeline_s", "floor_s", "p50_ratio", "p95_ratio", "met"} <= set(pipeline)
         assert pipeline["pipeline_s"]["median"] > 0 and pipeline["floor_s"]["median"] > 0
+    assert result["pipeline"]["pubsub_hop_s"]["median"] > 0
     for level in result["accept"].values():
         assert {"api", "floor", "rps_ratio", "p99_ratio", "met"} <= set(level)
         assert level["floor"]["rps"]["median"] > 0
