@@ -57,25 +57,9 @@ def read_then_write(
     for each other's lock; the loser re-reads after a few milliseconds and applies its change
     to the winner's result. Returns `body`'s result from the attempt that committed (or
     that staged nothing)."""
-    from google.api_core import exceptions as google_exceptions
-
-    for attempt in range(attempts):
-        snapshot = ref.get()
-        batch = client.batch()
-        result = body(snapshot, batch)
-        if not len(batch):
-            return result
-        try:
-            batch.commit()
-            return result
-        except (
-            google_exceptions.FailedPrecondition,
-            google_exceptions.Aborted,
-            google_exceptions.Conflict,
-            google_exceptions.NotFound,
-        ):
-            time.sleep(random.uniform(0.001, 0.004) * (attempt + 1))
-    raise RetryableError("Busy: please retry", code="contention")
+    return read_many_then_write(
+        client, [ref], lambda snapshots, batch: body(snapshots[ref.path], batch), attempts
+    )
 
 
 def read_many_then_write(
