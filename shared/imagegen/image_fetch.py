@@ -139,8 +139,17 @@ def _unavailable(message: str) -> RetryableError:
 _WARNINGS_LOCK = threading.Lock()
 
 
+def pillow():  # noqa: ANN201 (PIL.Image, imported on first use)
+    """PIL.Image with the three formats we read and write registered. Registered up front,
+    `Image.open(formats=...)` and `save(format="WEBP")` find them; otherwise Pillow imports
+    all of its ~40 format plugins on first use (~70 ms of a cold instance's first request)."""
+    from PIL import Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
+
+    return Image
+
+
 def _decode(data: bytes, content_type: str, max_pixels: int) -> tuple[int, int]:
-    from PIL import Image
+    Image = pillow()
 
     # Pillow's limit is process-wide: tighten it, never loosen it. Past twice the limit
     # open() raises before allocating anything; between once and twice it only warns,

@@ -31,9 +31,9 @@ def make_thumbnail(
     data: bytes, max_side: int = THUMBNAIL_MAX_SIDE, quality: int = THUMBNAIL_QUALITY
 ) -> Thumbnail:
     """A WebP thumbnail of `data` (JPEG, PNG or WebP); UpstreamRejectedError if unreadable."""
-    from PIL import Image
+    from imagegen.image_fetch import CONTENT_TYPES, MAX_PIXELS, pillow
 
-    from imagegen.image_fetch import CONTENT_TYPES, MAX_PIXELS
+    Image = pillow()
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
