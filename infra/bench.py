@@ -296,14 +296,13 @@ def pubsub_hop(samples: int) -> list[float]:
     the api does) until a pull already waiting on a subscription receives it (as the relay,
     Eventarc's stand-in, waits), on a topic of its own. Not in the floor, which calls fal
     directly; the product cannot go below floor + this."""
-    import grpc
     from google.cloud import pubsub_v1
-    from google.pubsub_v1 import PublisherClient, PubsubMessage
-    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+    from google.pubsub_v1 import PubsubMessage
+
+    from infra.bench_load import emulator_publisher
 
     name = f"bench-hop-{uuid.uuid4().hex[:8]}"
-    channel = grpc.insecure_channel(os.environ["PUBSUB_EMULATOR_HOST"])
-    publisher = PublisherClient(transport=PublisherGrpcTransport(channel=channel))
+    publisher = emulator_publisher()
     topic = publisher.create_topic(name=f"projects/{PROJECT}/topics/{name}").name
     subscriber = pubsub_v1.SubscriberClient()
     path = subscriber.subscription_path(PROJECT, name)

@@ -99,19 +99,26 @@ def floor_workers(concurrency: int) -> list[Callable[[], bool]]:
     return [operation for _ in range(concurrency)]
 
 
+def emulator_publisher() -> Any:
+    """The GAPIC publisher on the emulator: one synchronous Publish call per publish, as the
+    product's (imagegen.clients.publish_api)."""
+    import grpc
+    from google.pubsub_v1 import PublisherClient
+    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+    channel = grpc.insecure_channel(os.environ["PUBSUB_EMULATOR_HOST"])
+    return PublisherClient(transport=PublisherGrpcTransport(channel=channel))
+
+
 def floor_operation() -> Callable[[], bool]:
     """One accepted generation's minimal I/O: a Firestore create and a Pub/Sub publish.
     Also served over HTTP by `bench/bare/main.py:bare_accept` (the served floor)."""
-    import grpc
     from google.cloud import firestore
-    from google.pubsub_v1 import PublisherClient, PubsubMessage
-    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+    from google.pubsub_v1 import PubsubMessage
 
     project = os.environ["GCP_PROJECT"]
     db = firestore.Client(project=project)
-    # The fastest publish there is: one synchronous Publish call (as the product does).
-    channel = grpc.insecure_channel(os.environ["PUBSUB_EMULATOR_HOST"])
-    publisher = PublisherClient(transport=PublisherGrpcTransport(channel=channel))
+    publisher = emulator_publisher()
     topic = f"projects/{project}/topics/{os.environ['GENERATIONS_TOPIC']}"
 
     def create_and_publish() -> bool:

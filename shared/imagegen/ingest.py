@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -26,7 +25,6 @@ from typing import TYPE_CHECKING
 
 import pydantic
 
-from imagegen import transactions
 from imagegen.errors import UpstreamRejectedError
 from imagegen.fal_gateway import describe_fal_detail
 from imagegen.lifecycle import IngestClaim, Lease
@@ -70,13 +68,6 @@ def _fail(c: Collaborators, generation: Generation, code: str, message: str) -> 
     c.repo.fail(generation.id, ErrorInfo(code=code, message=message), datetime.now(UTC))
     log.warning("generation failed", extra={"generationId": generation.id, "code": code})
     return Outcome.FAILED
-
-
-def _one_writer(generation_id: str) -> AbstractContextManager[None]:
-    """The parts of one generation, delivered to this instance at once, take turns writing
-    it: the later one reads the earlier one's result instead of losing a conditional commit
-    and reading again. Correctness does not depend on it (the writes are conditional)."""
-    return transactions.serialized(f"generation:{generation_id}")
 
 
 class _PartCopy:
@@ -194,9 +185,17 @@ def ingest(
     if located is None:
         return _unknown(webhook)
     output = _images_of(webhook)
-    if output is None:
-        return _refuse(webhook, located, c)
+    if isinstance(output, ErrorInfo):
+        return _refuse(webhook, located, output, c)
     return _copy(webhook, located, output, c, prefetch)
+
+
+def _log_context(webhook: FalWebhook, located: PartRef) -> dict[str, object]:
+    return {
+        "generationId": located.generation_id,
+        "part": located.part_index,
+        "falRequestId": webhook.request_id,
+    }
 
 
 def _unknown(webhook: FalWebhook) -> Outcome:
@@ -204,42 +203,31 @@ def _unknown(webhook: FalWebhook) -> Outcome:
     return Outcome.UNKNOWN
 
 
-def _images_of(webhook: FalWebhook) -> FalOutput | None:
-    """The result's output if it has images to copy; None for an error or unusable result."""
-    if webhook.status == "ERROR" or webhook.payload_error:
-        return None
+def _images_of(webhook: FalWebhook) -> FalOutput | ErrorInfo:
+    """The result's output if it has images to copy, else why the generation fails."""
+    if webhook.status == "ERROR":
+        return ErrorInfo(code="fal_error", message=error_message(webhook)[:1000])
+    if webhook.payload_error:
+        return ErrorInfo(code="fal_payload_error", message=webhook.payload_error[:1000])
     try:
         output = FalOutput.model_validate(webhook.payload or {})
     except pydantic.ValidationError:
-        return None
-    return output if output.images else None
+        return ErrorInfo(code="invalid_output", message="fal.ai returned an unreadable result")
+    if not output.images:
+        return ErrorInfo(code="no_images", message="fal.ai returned no images")
+    return output
 
 
-def _refuse(webhook: FalWebhook, located: PartRef, c: Collaborators) -> Outcome:
+def _refuse(webhook: FalWebhook, located: PartRef, error: ErrorInfo, c: Collaborators) -> Outcome:
     """A result without images fails the generation, unless it ended or has that part."""
     generation = c.repo.get(located.generation_id)
     if generation is None or located.part_index >= len(generation.parts):
         return _unknown(webhook)
     index = located.part_index
     if generation.is_terminal or generation.part(index).status is PartStatus.COMPLETED:
-        log.info(
-            "duplicate fal result ignored",
-            extra={
-                "generationId": generation.id,
-                "part": index,
-                "falRequestId": webhook.request_id,
-            },
-        )
+        log.info("duplicate fal result ignored", extra=_log_context(webhook, located))
         return Outcome.DUPLICATE
-    if webhook.status == "ERROR":
-        return _fail(c, generation, "fal_error", error_message(webhook)[:1000])
-    if webhook.payload_error:
-        return _fail(c, generation, "fal_payload_error", webhook.payload_error[:1000])
-    try:
-        FalOutput.model_validate(webhook.payload or {})
-    except pydantic.ValidationError:
-        return _fail(c, generation, "invalid_output", "fal.ai returned an unreadable result")
-    return _fail(c, generation, "no_images", "fal.ai returned no images")
+    return _fail(c, generation, error.code, error.message)
 
 
 def _claim(
@@ -247,10 +235,9 @@ def _claim(
 ) -> Generation | Outcome:
     """The generation as claimed for this delivery, or why this delivery copies nothing."""
     generation_id, index = located.generation_id, located.part_index
-    context = {"generationId": generation_id, "part": index, "falRequestId": webhook.request_id}
+    context = _log_context(webhook, located)
     try:
-        with _one_writer(generation_id):
-            claim, claimed = c.repo.claim_ingest(generation_id, index, webhook.request_id, lease)
+        claim, claimed = c.repo.claim_ingest(generation_id, index, webhook.request_id, lease)
     except IndexError:  # the record has fewer parts than the reference names
         return _unknown(webhook)
     if claim is IngestClaim.BUSY:
@@ -300,16 +287,15 @@ def _copy(
         c.repo.release_ingest(generation_id, index, lease.claim_id, datetime.now(UTC))
         raise
     try:
-        with _one_writer(generation_id):
-            updated = c.repo.complete_part(
-                generation_id,
-                index,
-                lease.claim_id,
-                images,
-                None if output.seed is None else str(output.seed),
-                output.timings,
-                datetime.now(UTC),
-            )
+        updated = c.repo.complete_part(
+            generation_id,
+            index,
+            lease.claim_id,
+            images,
+            None if output.seed is None else str(output.seed),
+            output.timings,
+            datetime.now(UTC),
+        )
     except Exception:
         # The images are stored but not recorded: free the part so the next delivery (or
         # the watchdog) records them at once rather than after the lease.
@@ -320,11 +306,6 @@ def _copy(
         return Outcome.DUPLICATE
     log.info(
         "part completed",
-        extra={
-            "generationId": generation_id,
-            "part": index,
-            "falRequestId": webhook.request_id,
-            "status": updated.status.value,
-        },
+        extra={**_log_context(webhook, located), "status": updated.status.value},
     )
     return Outcome.COMPLETED_PART

@@ -151,7 +151,9 @@ class GenerationRepository:
         """Applies `change(generation, batch) -> bool` to a fresh read and writes it, with the
         writes `change` staged, only if the record is unchanged since that read (else reads
         again: `transactions.read_then_write`). A generation that fails or is canceled is
-        refunded in the same commit, so usage cannot drift."""
+        refunded in the same commit, so usage cannot drift. Writers of one generation in this
+        instance (its parts delivered at once) take turns, so the later one reads the earlier
+        one's result instead of losing its commit; correctness rests on the condition."""
 
         def run(snapshot: firestore.DocumentSnapshot, batch: firestore.WriteBatch):  # noqa: ANN202
             if not snapshot.exists:
@@ -168,7 +170,9 @@ class GenerationRepository:
             return generation
 
         changes: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
-        updated = transactions.read_then_write(self._db, self._ref(generation_id), run, attempts=20)
+        with transactions.serialized(f"generation:{generation_id}"):
+            ref = self._ref(generation_id)
+            updated = transactions.read_then_write(self._db, ref, run, attempts=20)
         if updated is not None and changes:
             _log_state_change(updated, *changes[-1])
         return updated
