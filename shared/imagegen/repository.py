@@ -1,8 +1,9 @@
 """Firestore persistence for generations, fal request lookups and API keys.
 
-Every state change of a generation is applied to a fresh read and written only if the record is
-still that version (an optimistic write: `transactions.read_then_write`), so
-redelivered events and concurrent deliveries see each other's effects.
+Every state change of a generation is applied to the record's latest version and written only
+if the record is still that version (an optimistic write: `transactions.read_then_write`), so
+redelivered events and concurrent deliveries see each other's effects. The latest version is
+the one this instance last wrote or read, if it has one, else a fresh read.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from imagegen.ttl_cache import TtlCache
 
 if TYPE_CHECKING:
     from google.cloud import firestore
+    from google.cloud.firestore_v1.types import WriteResult
 
 log = logging.getLogger(__name__)
 GENERATIONS = "generations"
@@ -33,6 +35,12 @@ API_KEYS = "apiKeys"
 DELETED_GENERATIONS = "deletedGenerations"
 # How long a deleted generation's tombstone is kept (a TTL policy on `expire_at` removes it).
 TOMBSTONE_TTL = timedelta(days=30)
+# Versions of generations this instance last wrote or read: a generation's changes come in
+# runs on one instance (claim, then record; claim, then complete), and each can then commit
+# against the version the previous one left instead of reading it first. A stale entry costs
+# one refused commit. Long enough for a run of changes, short enough to stay small.
+KNOWN_VERSION_SECONDS = 120.0
+KNOWN_VERSIONS_MAX = 2_000
 
 
 @dataclass(frozen=True)
@@ -123,12 +131,25 @@ class GenerationRepository:
     def __init__(self, client: firestore.Client) -> None:
         self._db = client
         self._ledger = Ledger(client)
+        self._known: TtlCache[str, firestore.DocumentSnapshot] = TtlCache(
+            KNOWN_VERSION_SECONDS, KNOWN_VERSIONS_MAX
+        )
+
+    def _remember(
+        self, ref: firestore.DocumentReference, data: dict[str, Any], result: WriteResult
+    ) -> None:
+        """Keeps `data` as the version `result` (the commit's WriteResult for it) made."""
+        from google.cloud.firestore_v1.base_document import DocumentSnapshot
+
+        snapshot = DocumentSnapshot(ref, data, True, None, result.update_time, result.update_time)
+        self._known.put(ref.id, snapshot)
 
     def _ref(self, generation_id: str) -> firestore.DocumentReference:
         return self._db.collection(GENERATIONS).document(generation_id)
 
     def create(self, generation: Generation) -> None:
-        self._ref(generation.id).create(_document(generation))
+        ref, data = self._ref(generation.id), _document(generation)
+        self._remember(ref, data, ref.create(data))
 
     def create_in(self, batch: firestore.WriteBatch, generation: Generation) -> None:
         batch.create(self._ref(generation.id), _document(generation))
@@ -145,17 +166,25 @@ class GenerationRepository:
 
     def get(self, generation_id: str) -> Generation | None:
         snapshot = self._ref(generation_id).get()
-        return Generation.model_validate(snapshot.to_dict()) if snapshot.exists else None
+        if not snapshot.exists:
+            self._known.discard(generation_id)
+            return None
+        self._known.put(generation_id, snapshot)
+        return Generation.model_validate(snapshot.to_dict())
 
     def _update(self, generation_id: str, change) -> Generation | None:  # noqa: ANN001
-        """Applies `change(generation, batch) -> bool` to a fresh read and writes it, with the
-        writes `change` staged, only if the record is unchanged since that read (else reads
-        again: `transactions.read_then_write`). A generation that fails or is canceled is
-        refunded in the same commit, so usage cannot drift. Writers of one generation in this
-        instance (its parts delivered at once) take turns, so the later one reads the earlier
-        one's result instead of losing its commit; correctness rests on the condition."""
+        """Applies `change(generation, batch) -> bool` to the record's latest version (this
+        instance's own last write or read, else a fresh read) and writes it, with the writes
+        `change` staged, only if the record is still that version (else reads again:
+        `transactions.read_then_write`). A generation that fails or is canceled is refunded
+        in the same commit, so usage cannot drift. Writers of one generation in this
+        instance (its parts delivered at once) take turns, so the later one starts from the
+        earlier one's result instead of losing its commit; correctness rests on the
+        condition."""
+        staged: list[tuple[int, dict[str, Any]]] = []
 
         def run(snapshot: firestore.DocumentSnapshot, batch: firestore.WriteBatch):  # noqa: ANN202
+            staged.clear()
             if not snapshot.exists:
                 return None
             generation = Generation.model_validate(snapshot.to_dict())
@@ -165,14 +194,31 @@ class GenerationRepository:
                 return None
             if not was_terminal and generation.is_terminal:
                 self._ledger.on_end(batch, generation)
-            transactions.guarded_update(batch, snapshot, _document(generation))
+            document = _document(generation)
+            staged.append((len(batch), document))
+            transactions.guarded_update(batch, snapshot, document)
             changes.append((before, _states(generation)))
             return generation
 
+        def committed(results: list[WriteResult]) -> None:
+            position, document = staged[-1]
+            self._remember(ref, document, results[position])
+
         changes: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+        ref = self._ref(generation_id)
         with transactions.serialized(f"generation:{generation_id}"):
-            ref = self._ref(generation_id)
-            updated = transactions.read_then_write(self._db, ref, run, attempts=20)
+            try:
+                updated = transactions.read_then_write(
+                    self._db,
+                    ref,
+                    run,
+                    attempts=20,
+                    known=self._known.get(generation_id),
+                    committed=committed,
+                )
+            except BaseException:
+                self._known.discard(generation_id)
+                raise
         if updated is not None and changes:
             _log_state_change(updated, *changes[-1])
         return updated
@@ -316,6 +362,7 @@ class GenerationRepository:
             )
             return True
 
+        self._known.discard(generation_id)
         return transactions.run(self._db, run, attempts=10)
 
     def deleted_by(self, generation_id: str) -> str | None:

@@ -11,7 +11,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,6 +19,7 @@ from imagegen.errors import RetryableError
 
 if TYPE_CHECKING:
     from google.cloud import firestore
+    from google.cloud.firestore_v1.types import WriteResult
 
 T = TypeVar("T")
 _locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
@@ -47,6 +48,8 @@ def read_then_write(
     ref: firestore.DocumentReference,
     body: Callable[[firestore.DocumentSnapshot, firestore.WriteBatch], T],
     attempts: int,
+    known: firestore.DocumentSnapshot | None = None,
+    committed: Callable[[list[WriteResult]], None] | None = None,
 ) -> T:
     """Optimistic read-modify-write of one document: read it outside any transaction, let
     `body` stage writes in a batch (it must write `ref` itself through `guarded_update`), and
@@ -56,9 +59,14 @@ def read_then_write(
     two writers of one document (the parts of one generation, ingested at once) never wait
     for each other's lock; the loser re-reads after a few milliseconds and applies its change
     to the winner's result. Returns `body`'s result from the attempt that committed (or
-    that staged nothing)."""
+    that staged nothing). `known` and `committed`: as in `read_many_then_write`."""
     return read_many_then_write(
-        client, [ref], lambda snapshots, batch: body(snapshots[ref.path], batch), attempts
+        client,
+        [ref],
+        lambda snapshots, batch: body(snapshots[ref.path], batch),
+        attempts,
+        known={ref.path: known} if known is not None else None,
+        committed=committed,
     )
 
 
@@ -67,23 +75,43 @@ def read_many_then_write(
     refs: list[firestore.DocumentReference],
     body: Callable[[dict[str, firestore.DocumentSnapshot], firestore.WriteBatch], T],
     attempts: int,
+    known: Mapping[str, firestore.DocumentSnapshot] | None = None,
+    committed: Callable[[list[WriteResult]], None] | None = None,
 ) -> T:
     """`read_then_write` for several documents read at once (one BatchGetDocuments call):
     `body` gets the snapshots by document path and must write each document it read and
     relies on through `guarded_write`, so the commit fails if any of them changed (or was
     created) since the read. Two round trips, where a transaction takes three (begin, read,
-    commit) and holds locks in between."""
+    commit) and holds locks in between.
+
+    `known` are versions of some of `refs` the caller already holds (what it last wrote):
+    the first attempt uses them instead of reading, so a change that follows this instance's
+    own write is one round trip. Only a commit checks a version, so a known version that
+    is stale costs one refused commit, and anything else `body` decides on one (to write
+    nothing, or to raise) is decided again on a fresh read. `committed` gets the commit's
+    results, in the order `body` staged the writes."""
     from google.api_core import exceptions as google_exceptions
 
+    assumed = {path: s for path, s in (known or {}).items() if any(r.path == path for r in refs)}
     for attempt in range(attempts):
-        snapshots = {s.reference.path: s for s in client.get_all(refs)}
+        unread = [r for r in refs if r.path not in assumed]
+        snapshots = {s.reference.path: s for s in client.get_all(unread)} if unread else {}
+        snapshots.update(assumed)
         batch = client.batch()
-        result = body(snapshots, batch)
+        try:
+            result = body(snapshots, batch)
+        except Exception:
+            if not assumed:
+                raise
+            assumed = {}
+            continue
         if not len(batch):
+            if assumed:
+                assumed = {}
+                continue
             return result
         try:
-            batch.commit()
-            return result
+            results = batch.commit()
         except (
             google_exceptions.FailedPrecondition,
             google_exceptions.Aborted,
@@ -91,7 +119,15 @@ def read_many_then_write(
             google_exceptions.AlreadyExists,
             google_exceptions.NotFound,
         ):
+            if assumed:
+                # Our own version was out of date: nobody to back off from, read at once.
+                assumed = {}
+                continue
             time.sleep(random.uniform(0.001, 0.004) * (attempt + 1))
+            continue
+        if committed is not None:
+            committed(list(results))
+        return result
     raise RetryableError("Busy: please retry", code="contention")
 
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from imagegen import context
+from imagegen import clients, context, transactions
 from imagegen.accept import build_generation
 from imagegen.auth import Principal, authenticate, issue_api_key
 from imagegen.errors import AuthenticationError, RetryableError
@@ -21,7 +21,7 @@ from imagegen.models.records import (
     PartStatus,
     StoredImage,
 )
-from imagegen.repository import FalRequestRef
+from imagegen.repository import FalRequestRef, GenerationRepository
 from imagegen.validation import parse_generation_request
 
 pytestmark = pytest.mark.integration
@@ -338,3 +338,85 @@ def test_api_keys_are_stored_hashed(stack_env) -> None:
     assert api_key not in stored
     with pytest.raises(AuthenticationError):
         authenticate(keys, f"Bearer {api_key}x")
+
+
+def _counting_reads(repo: GenerationRepository) -> list[int]:
+    """How many documents the repository's client reads with get_all, call by call."""
+    calls: list[int] = []
+    real = repo._db.get_all
+
+    def get_all(refs, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        refs = list(refs)
+        calls.append(len(refs))
+        return real(refs, *args, **kwargs)
+
+    repo._db.get_all = get_all  # type: ignore[method-assign]
+    return calls
+
+
+def test_a_change_after_this_instances_own_write_commits_without_reading(stack_env) -> None:
+    """The dispatcher's claim then record, the webhook's claim then completion: the second
+    change of each run starts from the version the first one wrote."""
+    repo = GenerationRepository(clients.firestore_client())
+    generation = build_generation(
+        parse_generation_request(b'{"prompt": "a red fox"}'), Principal("user-a", "user", "k"), NOW
+    )
+    repo.create(generation)
+    reads = _counting_reads(repo)
+    assert repo.claim_submission(generation.id, 0, Lease("d1", NOW, LEASE)) is not None
+    assert repo.record_submission(generation.id, 0, "d1", f"r-{generation.id}", NOW) is not None
+    claim, _ = repo.claim_ingest(generation.id, 0, f"r-{generation.id}", Lease("w", NOW, LEASE))
+    assert claim is IngestClaim.CLAIMED
+    done = repo.complete_part(generation.id, 0, "w", [_image(generation, 0)], "7", {}, NOW)
+    assert done is not None and done.status is GenerationStatus.COMPLETED
+    assert reads == []
+    # What was committed is what a fresh read finds.
+    assert context.generations().get(generation.id) == done
+
+
+def test_a_stale_version_is_refused_and_the_change_applied_to_the_latest(stack_env) -> None:
+    mine, theirs = (GenerationRepository(clients.firestore_client()) for _ in range(2))
+    generation = _new_generation(b'{"prompt": "a red fox", "numImages": 5}')  # 2 parts
+    assert mine.claim_submission(generation.id, 0, Lease("d1", NOW, LEASE)) is not None
+    # Another instance changes the record after this one's last write.
+    assert theirs.claim_submission(generation.id, 1, Lease("d2", NOW, LEASE)) is not None
+    reads = _counting_reads(mine)
+    recorded = mine.record_submission(generation.id, 0, "d1", f"r-{generation.id}", NOW)
+    assert reads == [1]  # refused on the stale version, then read once
+    assert recorded is not None
+    assert [p.status for p in recorded.parts] == [PartStatus.SUBMITTED, PartStatus.SUBMITTING]
+    assert context.generations().get(generation.id) == recorded
+
+
+def test_nothing_to_do_on_a_stale_version_is_decided_again_on_the_latest(stack_env) -> None:
+    """Only a commit checks the version: a refusal based on this instance's old copy would
+    never be checked, so it is made again on a fresh read."""
+    mine, theirs = (GenerationRepository(clients.firestore_client()) for _ in range(2))
+    generation = _new_generation()
+    assert mine.claim_submission(generation.id, 0, Lease("d1", NOW, LEASE)) is not None
+    # Elsewhere the claim is given back (a retryable fal error): the part is pending again.
+    assert theirs.release_submission(generation.id, 0, "d1", NOW) is not None
+    # This instance's copy still shows d1's live claim, under which the part is not free.
+    claimed = mine.claim_submission(generation.id, 0, Lease("d3", NOW, LEASE))
+    assert claimed is not None and claimed.parts[0].claim_id == "d3"
+
+
+def test_an_error_raised_on_a_stale_version_is_raised_only_if_the_latest_agrees(
+    stack_env,
+) -> None:
+    db = clients.firestore_client()
+    ref = db.collection("knownVersionTest").document(str(uuid.uuid4()))
+    ref.set({"n": 1})
+    stale = ref.get()
+    ref.set({"n": 2})
+
+    def body(snapshot, batch):  # noqa: ANN001, ANN202
+        if snapshot.get("n") != 2:
+            raise ValueError("decided on an old version")
+        transactions.guarded_update(batch, snapshot, {"n": 3})
+        return "written"
+
+    assert transactions.read_then_write(db, ref, body, attempts=3, known=stale) == "written"
+    assert ref.get().get("n") == 3
+    with pytest.raises(ValueError, match="old version"):
+        transactions.read_then_write(db, ref, body, attempts=3)
