@@ -18,6 +18,8 @@ from imagegen.limits import (
     kept_starts,
     month_key,
     next_month_start,
+    pack_starts,
+    unpack_starts,
 )
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
@@ -130,3 +132,25 @@ def test_trimming_the_starts_never_changes_a_decision(
             full = window + [moment] * count
             trimmed = kept_starts(kept, moment, count, limits)
             assert len(trimmed) <= limit
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.datetimes(
+            min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+        ),
+        max_size=60,
+    )
+)
+def test_packed_start_times_read_back_exactly(starts: list[datetime]) -> None:
+    packed = pack_starts(starts)
+    assert isinstance(packed, bytes) and len(packed) == 8 * len(starts)
+    assert unpack_starts(packed) == starts
+
+
+def test_start_times_stored_as_a_list_are_still_read() -> None:
+    """The earlier format: a list of timestamps. Anything else counts as no starts."""
+    listed = [NOW - timedelta(minutes=5), NOW]
+    assert unpack_starts(listed) == listed
+    assert unpack_starts(None) == [] and unpack_starts("junk") == []
