@@ -710,22 +710,13 @@ class Tap:
         self.seen: dict[str, Any] = {}
 
     def message(self, generation_id: str, timeout: float = 30) -> Any:
+        from infra.relay import pull_waiting
+
         deadline = time.monotonic() + timeout
         while generation_id not in self.seen:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no Pub/Sub message for {generation_id}")
-            try:
-                response = self.subscriber.pull(
-                    subscription=self.path,
-                    max_messages=10,
-                    timeout=5.0,
-                    return_immediately=False,
-                )
-            except Exception as exc:  # deadline exceeded with no messages is normal
-                if "Deadline" not in type(exc).__name__:
-                    raise
-                continue
-            received = list(response.received_messages)
+            received = pull_waiting(self.subscriber, self.path)
             if received:
                 self.subscriber.acknowledge(
                     subscription=self.path, ack_ids=[r.ack_id for r in received]

@@ -59,11 +59,8 @@ class IdempotencyStore:
     def __init__(self, client: firestore.Client) -> None:
         self._db = client
 
-    def _ref(self, claim_: IdempotencyClaim) -> firestore.DocumentReference:
-        return self._db.collection(IDEMPOTENCY).document(claim_.doc_id)
-
     def ref(self, claim_: IdempotencyClaim) -> firestore.DocumentReference:
-        return self._ref(claim_)
+        return self._db.collection(IDEMPOTENCY).document(claim_.doc_id)
 
     def previous(
         self, snapshot: firestore.DocumentSnapshot, claim_: IdempotencyClaim, now: datetime
@@ -105,4 +102,4 @@ class IdempotencyStore:
 
     def forget(self, claim_: IdempotencyClaim) -> None:
         """A request that could not be queued must not pin its key to a failed result."""
-        self._ref(claim_).delete()
+        self.ref(claim_).delete()

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 USER_LIMITS = "userLimits"
 USAGE = "usage"
-GENERATIONS = "generations"
 WINDOW = timedelta(hours=1)
 # When no slot frees at a known time (in flight), how long a client should wait.
 IN_FLIGHT_RETRY_SECONDS = 5

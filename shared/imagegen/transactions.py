@@ -1,8 +1,10 @@
-"""Running Firestore transactions: contention becomes a retryable 503, never a 500.
+"""Consistent Firestore changes: contention becomes a retryable 503, never a 500.
 
-Firestore's server SDKs lock pessimistically; concurrent transactions on one document wait,
-and may abort and retry. When the client gives up, the caller gets `RetryableError`, which
-the HTTP edge answers with 503 and Retry-After and an event handler raises for redelivery.
+Hot paths write optimistically (`read_then_write`, `read_many_then_write`: a commit on
+condition that what was read is unchanged, decision 0008); rare multi-document work runs in
+transactions (`run`), which Firestore's server SDKs lock pessimistically. When either gives
+up, the caller gets `RetryableError`, which the HTTP edge answers with 503 and Retry-After
+and an event handler raises for redelivery.
 """
 
 from __future__ import annotations
