@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,9 +18,41 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Listening ports are taken below the kernel's ephemeral range: a port the kernel hands
+# out for `bind(0)` comes from that range, and once released it can become the local port
+# of any outgoing connection (an emulator's, a client's) before our server binds it.
+LISTEN_PORTS_FROM = 20000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port nothing listens on, outside the ephemeral range, not handed out before by
+    this process (random, so that concurrent stacks rarely pick the same one)."""
+    low = _ephemeral_low()
+    if low - LISTEN_PORTS_FROM >= 1000:
+        for _ in range(500):
+            port = random.randrange(LISTEN_PORTS_FROM, low)
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
+    with socket.socket() as sock:  # an unusual range: the kernel's choice
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
