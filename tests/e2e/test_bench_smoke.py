@@ -48,6 +48,11 @@ def test_bench_smoke_writes_every_phase(tmp_path: Path) -> None:
         assert imports["top"] and imports["top_modules"]
         assert "google-cloud-firestore" in imports["libraries_s"]
         assert not imports["needed_not_loaded"], imports["needed_not_loaded"]
+        # The same function with its libraries preloaded: its own import and first request,
+        # each request checked by the bench (a 2xx that did its work).
+        loaded = start["libraries_loaded"]
+        assert loaded["import_s"]["median"] > 0 and loaded["first_s"]["median"] > 0
+        assert loaded["warm_s"]["median"] > 0
     # The real first requests did their work: a generation accepted, one submitted to fal.
     assert cold["api"]["last_check"]["status"] == 202
     assert cold["dispatcher"]["last_check"]["fal_request_id"]
