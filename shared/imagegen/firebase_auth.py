@@ -76,7 +76,9 @@ def _http_fetch(url: str) -> tuple[dict[str, str], float | None]:
     """(certificates, max-age in seconds or None)."""
     import httpx  # loaded by the first token check, not at start-up
 
-    response = httpx.get(url, timeout=CERTS_FETCH_TIMEOUT_SECONDS)
+    from imagegen.tls import client_context
+
+    response = httpx.get(url, timeout=CERTS_FETCH_TIMEOUT_SECONDS, verify=client_context())
     response.raise_for_status()
     certs = response.json()
     if not isinstance(certs, dict) or not all(

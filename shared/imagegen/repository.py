@@ -181,7 +181,9 @@ class GenerationRepository:
         instance (its parts delivered at once) take turns, so the later one starts from the
         earlier one's result instead of losing its commit; correctness rests on the
         condition."""
+        ref = self._ref(generation_id)
         staged: list[tuple[int, dict[str, Any]]] = []
+        changes: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
 
         def run(snapshot: firestore.DocumentSnapshot, batch: firestore.WriteBatch):  # noqa: ANN202
             staged.clear()
@@ -204,8 +206,6 @@ class GenerationRepository:
             position, document = staged[-1]
             self._remember(ref, document, results[position])
 
-        changes: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
-        ref = self._ref(generation_id)
         with transactions.serialized(f"generation:{generation_id}"):
             try:
                 updated = transactions.read_then_write(
