@@ -73,6 +73,14 @@ SKIPPED_PARTS = {"__pycache__", "tests", "test", ".pytest_cache", ".ruff_cache",
 SKIPPED_SUFFIXES = {".pyc", ".pyo"}
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
+# The environment the Cloud Functions build runs with (terraform/modules/function sets the
+# same; tests/unit/test_infrastructure.py checks they agree). The buildpack compiles the
+# uploaded folder with `compileall -f -q .`; with SOURCE_DATE_EPOCH set it writes
+# hash-checked bytecode, which stays valid after the image export resets every file's
+# mtime to 1980-01-01 00:00:01 UTC. Timestamped bytecode would not: every instance would
+# compile the package from source again on its cold start (decision 0009).
+BUILD_ENVIRONMENT = {"SOURCE_DATE_EPOCH": "315532801"}
+
 
 # ---------------------------------------------------------------------------------------
 # Entry points

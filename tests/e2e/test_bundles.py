@@ -362,3 +362,59 @@ def _accepts(request: urllib.request.Request) -> bool:
         ) from None
     except OSError:
         return False
+
+
+# ---------------------------------------------------------------------------------------
+# Compiled as Cloud Functions builds it
+
+# What the buildpacks lifecycle's image export sets every file's mtime to (its
+# archive.NormalizedModTime, 1980-01-01 00:00:01 UTC).
+EXPORTED_MTIME = 315532801
+# `python -v`: "# code object from '<x.pyc>'" (bytecode loaded; quoted) or "# code object
+# from <x.py>" (compiled from source; not quoted).
+CODE_OBJECT = re.compile(r"^# code object from '?([^'\n]+?)'?$", re.MULTILINE)
+
+
+def _built_and_exported(item: Installed, into: Path, build_env: dict[str, str]) -> Path:
+    """The unpacked bundle after the Python functions-framework buildpack's own step
+    (`python3 -m compileall -f -q .` in the source folder, with the build's environment)
+    and the image export (every mtime normalised)."""
+    folder = into / item.name
+    shutil.copytree(item.source, folder)
+    env = {**_minimal_env(item.python), **build_env}
+    subprocess.run(
+        [str(item.python), "-m", "compileall", "-f", "-q", "."], cwd=folder, env=env, check=True
+    )
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (EXPORTED_MTIME, EXPORTED_MTIME))
+    return folder
+
+
+def _own_code_objects(item: Installed, folder: Path) -> list[str]:
+    """Where each of the bundle's own modules came from when main.py was imported: its
+    `.pyc` or, when the bytecode was refused, its `.py` compiled on the spot."""
+    result = subprocess.run(
+        [str(item.python), "-v", "-c", "import main"],
+        cwd=folder,
+        env={**_minimal_env(item.python), "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [p for p in CODE_OBJECT.findall(result.stderr) if p.startswith(str(folder))]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_builds_bytecode_survives_the_image_export(name, installed, tmp_path: Path) -> None:
+    """With the build environment Terraform sets, no instance compiles the package again:
+    every module main.py imports is loaded from the bytecode the build wrote. Without it,
+    the timestamped bytecode no longer matches the exported sources and every one of them
+    is compiled from source on each cold start (the reason for the setting)."""
+    item = installed[name]
+    built = _own_code_objects(item, _built_and_exported(item, tmp_path, bundling.BUILD_ENVIRONMENT))
+    assert len(built) > 5, built
+    assert [p for p in built if not p.endswith(".pyc")] == []
+    unset = _own_code_objects(item, _built_and_exported(item, tmp_path / "unset", {}))
+    assert len(unset) == len(built)
+    assert [p for p in unset if p.endswith(".pyc")] == []

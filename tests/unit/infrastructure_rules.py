@@ -766,6 +766,20 @@ def check_sizing(infra: Infra) -> list[str]:
     return problems
 
 
+def check_build_environment(infra: Infra) -> list[str]:
+    """The function module builds with the environment the bundles are measured with."""
+    from infra.bundle import BUILD_ENVIRONMENT
+
+    function = _plain(infra.function_module["google_cloudfunctions2_function"]["this"])
+    built = (function.get("build_config") or {}).get("environment_variables") or {}
+    if built != BUILD_ENVIRONMENT:
+        return [
+            f"the function module builds with environment_variables {built!r}, not "
+            f"infra.bundle.BUILD_ENVIRONMENT {BUILD_ENVIRONMENT!r}"
+        ]
+    return []
+
+
 def _ref(expression: str) -> str:
     return f"${{{expression}}}"
 

@@ -181,6 +181,24 @@ def test_a_new_setting_must_be_classified(
 # -- sizing ---------------------------------------------------------------------------------
 
 
+def test_the_build_environment_is_the_one_the_bundles_are_measured_with(
+    infra: rules.Infra,
+) -> None:
+    assert rules.check_build_environment(infra) == []
+
+
+def test_the_build_environment_rule_catches_a_missing_source_date_epoch(
+    infra: rules.Infra,
+) -> None:
+    def drop(i: rules.Infra) -> None:
+        i.function_module["google_cloudfunctions2_function"]["this"]["build_config"][0].pop(
+            "environment_variables"
+        )
+
+    problems = rules.check_build_environment(broken(infra, drop))
+    assert reported(problems, r"builds with environment_variables \{\}"), problems
+
+
 def test_threads_cpu_and_timeouts_fit_the_code(infra: rules.Infra) -> None:
     assert rules.check_sizing(infra) == []
 

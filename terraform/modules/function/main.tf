@@ -23,6 +23,13 @@ resource "google_cloudfunctions2_function" "this" {
     runtime         = "python312"
     entry_point     = var.entry_point
     service_account = var.build_service_account_id
+    # The buildpack compiles the source with `compileall -f -q .`; SOURCE_DATE_EPOCH makes
+    # that bytecode hash-checked, so it survives the image export resetting every mtime to
+    # 1980-01-01 00:00:01 and no instance compiles the package again on its cold start
+    # (docs/decisions/0009-bytecode-in-the-build.md; infra.bundle.BUILD_ENVIRONMENT).
+    environment_variables = {
+      SOURCE_DATE_EPOCH = "315532801"
+    }
     source {
       storage_source {
         bucket = google_storage_bucket_object.source.bucket
