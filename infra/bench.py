@@ -645,6 +645,7 @@ IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)")
 TRACE_LINE = re.compile(r"bench-import-trace: (\S+) <- (.*)")
 FIRST_RESPONSE_MARK = "=== bench: first response ==="
 IMPORT_TRACER = ROOT / "bench" / "bare" / "importtrace"
+DEPLOYMENT_ONLY = ROOT / "bench" / "bare" / "deployed"
 EVENT_HEADERS = {
     "ce-specversion": "1.0",
     "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
@@ -1075,13 +1076,18 @@ class Imported:
     parent: int | None  # index of the import that pulled this one in
 
 
-def parse_importtime(text: str) -> tuple[list[Imported], dict[str, str]]:
+def parse_importtime(
+    text: str, absent: frozenset[str] = frozenset()
+) -> tuple[list[Imported], dict[str, str]]:
     """The imports up to the first response (`-X importtime` lines, printed children
-    first), each with its parent, and the tracer's call stacks by module."""
+    first), each with its parent, and the tracer's call stacks by module. importtime lists
+    failed imports too: those of `absent` modules (bench/bare/deployed) are left out."""
     rows: list[tuple[str, int, int, int]] = []
     traces: dict[str, str] = {}
     for line in text.split(FIRST_RESPONSE_MARK)[0].splitlines():
         if m := IMPORT_LINE.match(line):
+            if _within(m.group(4), absent):
+                continue
             rows.append((m.group(4), len(m.group(3)) // 2, int(m.group(1)), int(m.group(2))))
         elif m := TRACE_LINE.match(line):
             traces[m.group(1)] = m.group(2)
@@ -1093,6 +1099,11 @@ def parse_importtime(text: str) -> tuple[list[Imported], dict[str, str]]:
         parents[i] = open_imports[-1] if open_imports else None
         open_imports.append(i)
     return [Imported(*row, parents[i]) for i, row in enumerate(rows)], traces
+
+
+def _within(module: str, packages: frozenset[str]) -> bool:
+    parts = module.split(".")
+    return any(".".join(parts[:i]) in packages for i in range(1, len(parts) + 1))
 
 
 def _normalise(name: str) -> str:
@@ -1261,6 +1272,43 @@ def libraries_loaded(
     return {"import_s": out["import_s"], "first_s": out["first"]["s"], "warm_s": out["second"]["s"]}
 
 
+BARE = "bare"  # absent_modules()'s key for the bare functions
+
+
+def absent_modules() -> dict[str, dict[str, str]]:
+    """For each function (and the bare ones), the environment that hides what .venv has and
+    its deployment would not (bench/bare/deployed): the outermost modules of every installed
+    distribution outside its bundle's requirements (functions-framework's own for bare),
+    except where a namespace package such as google.cloud is shared with one inside."""
+    from infra.bundle import Lock, module_owners, plan
+
+    lock, owners = Lock.load(), module_owners()
+    deployed = {b.function.name: lock.closure(b.direct) for b in plan()}
+    deployed[BARE] = lock.closure(["functions-framework"])
+    out = {}
+    for name, distributions in deployed.items():
+        kept: set[str] = set()
+        for module, owner in owners.items():
+            if owner in distributions:
+                parts = module.split(".")
+                kept.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        outermost: list[str] = []
+        for module in sorted(m for m, o in owners.items() if o not in distributions):
+            if module not in kept and not (outermost and module.startswith(outermost[-1] + ".")):
+                outermost.append(module)
+        out[name] = {
+            "BENCH_ABSENT_MODULES": ",".join(outermost),
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(DEPLOYMENT_ONLY), os.environ.get("PYTHONPATH")) if p
+            ),
+        }
+    return out
+
+
+def _absent(subject: tuple[list[str], str, dict[str, str]]) -> frozenset[str]:
+    return frozenset(subject[2]["BENCH_ABSENT_MODULES"].split(","))
+
+
 OWN_CODE = ("shared/imagegen", "functions", "bench/bare/main.py")
 
 
@@ -1318,15 +1366,17 @@ def phase_coldstart(bench: Bench, reps: int, only: tuple[str, ...] | None = None
     }
     bin_ff = str(Path(PYTHON).parent / "functions-framework")
     bare_source = str(ROOT / "bench" / "bare" / "main.py")
+    absent = absent_modules()
     subjects: dict[str, tuple[list[str], str, dict[str, str]]] = {}  # argv, signature, env
     for signature, target in (("http", "bare_http"), ("cloudevent", "bare_event")):
         argv = [bin_ff, "--source", bare_source, "--target", target]
-        subjects[target] = ([*argv, "--signature-type", signature], signature, base_env)
+        env = {**base_env, **absent[BARE]}
+        subjects[target] = ([*argv, "--signature-type", signature], signature, env)
     functions = [f for f in FUNCTIONS if only is None or f[0] in only]
     bare_of = {n: "bare_event" if s == "cloudevent" else "bare_http" for n, _, _, s in functions}
     for name, _folder, _target, signature in functions:
         argv = stack.function_argv(name)
-        env = {**base_env, "THREADS": str(BenchStack.threads.get(name, 1))}
+        env = {**base_env, **absent[name], "THREADS": str(BenchStack.threads.get(name, 1))}
         if name == "dispatcher":
             # The check it schedules would otherwise make the stack's watchdog ingest the
             # generation in the background while later processes are timed.
@@ -1365,7 +1415,7 @@ def phase_coldstart(bench: Bench, reps: int, only: tuple[str, ...] | None = None
             cold_start(stack, name, argv, traced, firsts.build(name), log_name=log_name)
             logs[name] = (stack.state_dir / "logs" / f"{log_name}.log").read_text()
         bare_modules = {
-            target: {m.module for m in parse_importtime(logs[target])[0]}
+            target: {m.module for m in parse_importtime(logs[target], _absent(subjects[target]))[0]}
             for target in ("bare_http", "bare_event")
         }
         bare_loaded = {
@@ -1373,7 +1423,7 @@ def phase_coldstart(bench: Bench, reps: int, only: tuple[str, ...] | None = None
             for target, modules in bare_modules.items()
         }
         for name, *_ in functions:
-            imports, traces = parse_importtime(logs[name])
+            imports, traces = parse_importtime(logs[name], _absent(subjects[name]))
             bare = bare_of[name]
             found[name] = analyse_imports(
                 imports, traces, bare_loaded[bare], bare_modules[bare], NEEDED[name][0]
@@ -1398,7 +1448,7 @@ def phase_coldstart(bench: Bench, reps: int, only: tuple[str, ...] | None = None
                         allowance(
                             found[name]["top_modules"],
                             found[name]["unneeded_top_modules"],
-                            base_env,
+                            env,
                         )
                     )
                     loaded[name].append(
@@ -1663,11 +1713,11 @@ def table(r: dict[str, Any]) -> str:
             f"own modules (imagegen and the stdlib it imports) {_ms(it['own_modules_s'])} "
             f"| {unneeded or 'none'} | {top} |"
         )
-    if cold:
+    if any(f["importtime"]["not_in_deployment"] for _, f in cold):
         rows += [
             "",
             "† not in the deployment's requirements (uv.lock without dev dependencies): "
-            "loaded here only because .venv has the dev tools installed.",
+            "the function imported it although bench/bare/deployed hides it.",
         ]
     return "\n".join(rows)
 

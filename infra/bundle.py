@@ -511,7 +511,7 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _module_owners() -> dict[str, str]:
+def module_owners() -> dict[str, str]:
     """Importable module name → the installed distribution that provides it."""
     owners: dict[str, str] = {}
     for dist in metadata.distributions():
@@ -638,7 +638,7 @@ class Bundle:
 
 def plan(functions_dir: Path = FUNCTIONS_DIR, package_dir: Path = PACKAGE_DIR) -> list[Bundle]:
     graph = ImportGraph(package_dir)
-    owners = _module_owners()
+    owners = module_owners()
     lock = Lock.load()
     bundles = []
     for function in entry_points(functions_dir):

@@ -48,6 +48,8 @@ def test_bench_smoke_writes_every_phase(tmp_path: Path) -> None:
         assert imports["top"] and imports["top_modules"]
         assert "google-cloud-firestore" in imports["libraries_s"]
         assert not imports["needed_not_loaded"], imports["needed_not_loaded"]
+        # Only what the function's bundle installs is importable (bench/bare/deployed).
+        assert imports["not_in_deployment"] == [], imports["not_in_deployment"]
         # The same function with its libraries preloaded: its own import and first request,
         # each request checked by the bench (a 2xx that did its work).
         loaded = start["libraries_loaded"]

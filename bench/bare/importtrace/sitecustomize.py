@@ -53,3 +53,7 @@ def _hook(event: str, args: tuple) -> None:
 
 if _WATCHED:
     sys.addaudithook(_hook)
+
+# This sitecustomize shadows bench/bare/deployed's (both are on PYTHONPATH): do its part too.
+if os.environ.get("BENCH_ABSENT_MODULES"):
+    import deployment_only  # noqa: F401 - installs itself
