@@ -1519,7 +1519,7 @@ def run(smoke: bool, out_path: Path, phases: tuple[str, ...] = PHASES) -> dict[s
         reps = {"pipeline": 1, "accept": 1, "ingest": 1, "cold": 1}
         levels, duration, cold_only = (2,), 1.0, ("api", "dispatcher")
     else:
-        reps = {"pipeline": 15, "accept": 3, "ingest": 7, "cold": 5}
+        reps = {"pipeline": 15, "accept": 3, "ingest": 7, "cold": 7}
         levels, duration, cold_only = (1, 8, 32), 8.0, None
     BenchStack.threads = production_threads()
     started = time.monotonic()
