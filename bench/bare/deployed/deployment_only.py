@@ -6,7 +6,9 @@ client imports aiohttp's transport when aiohttp is importable, httpx its CLI's r
 pygments), so in .venv a function would load 100+ ms of libraries its deployment never
 sees. BENCH_ABSENT_MODULES (comma-separated module names, each with its submodules) lists
 what the function's bundle does not install; importing one raises ModuleNotFoundError, as
-it would in the deployment.
+it would in the deployment. One difference remains: `importlib.util.find_spec` of one
+raises that error too, where the deployment would return None (no first request the
+bench times failed from it: each is checked).
 """
 
 import os
