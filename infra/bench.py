@@ -1272,37 +1272,38 @@ def libraries_loaded(
     return {"import_s": out["import_s"], "first_s": out["first"]["s"], "warm_s": out["second"]["s"]}
 
 
-BARE = "bare"  # absent_modules()'s key for the bare functions
+BARE = "bare"  # deployed_distributions()'s key for the bare functions
 
 
-def absent_modules() -> dict[str, dict[str, str]]:
-    """For each function (and the bare ones), the environment that hides what .venv has and
-    its deployment would not (bench/bare/deployed): the outermost modules of every installed
-    distribution outside its bundle's requirements (functions-framework's own for bare),
-    except where a namespace package such as google.cloud is shared with one inside."""
-    from infra.bundle import Lock, module_owners, plan
+def deployed_distributions() -> dict[str, set[str]]:
+    """What each function's bundle installs (functions-framework's own for the bare ones)."""
+    from infra.bundle import Lock, plan
 
-    lock, owners = Lock.load(), module_owners()
-    deployed = {b.function.name: lock.closure(b.direct) for b in plan()}
+    lock = Lock.load()
+    deployed = {b.function.name: lock.closure(b.direct) for b in plan(lock=lock)}
     deployed[BARE] = lock.closure(["functions-framework"])
-    out = {}
-    for name, distributions in deployed.items():
-        kept: set[str] = set()
-        for module, owner in owners.items():
-            if owner in distributions:
-                parts = module.split(".")
-                kept.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-        outermost: list[str] = []
-        for module in sorted(m for m, o in owners.items() if o not in distributions):
-            if module not in kept and not (outermost and module.startswith(outermost[-1] + ".")):
-                outermost.append(module)
-        out[name] = {
-            "BENCH_ABSENT_MODULES": ",".join(outermost),
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(DEPLOYMENT_ONLY), os.environ.get("PYTHONPATH")) if p
-            ),
-        }
-    return out
+    return deployed
+
+
+def hidden_env(distributions: set[str], owners: dict[str, str]) -> dict[str, str]:
+    """The environment that hides what .venv has and a deployment of `distributions` would
+    not (bench/bare/deployed): the outermost modules of every other installed distribution,
+    except where a namespace package such as google.cloud is shared with one inside."""
+    kept: set[str] = set()
+    for module, owner in owners.items():
+        if owner in distributions:
+            parts = module.split(".")
+            kept.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    outermost: list[str] = []
+    for module in sorted(m for m, o in owners.items() if o not in distributions):
+        if module not in kept and not (outermost and module.startswith(outermost[-1] + ".")):
+            outermost.append(module)
+    return {
+        "BENCH_ABSENT_MODULES": ",".join(outermost),
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(DEPLOYMENT_ONLY), os.environ.get("PYTHONPATH")) if p
+        ),
+    }
 
 
 def _absent(subject: tuple[list[str], str, dict[str, str]]) -> frozenset[str]:
@@ -1326,17 +1327,6 @@ def compile_as_built(pycache: Path, env: dict[str, str]) -> None:
         check=True,
         capture_output=True,
     )
-
-
-def _runtime_distributions() -> set[str] | None:
-    """What a deployment can install (uv.lock without dev dependencies nor extras): a
-    library loaded locally but not in it is there only because .venv has dev tools."""
-    try:
-        from infra.bundle import Lock
-
-        return set(Lock.load().pins)
-    except Exception:  # noqa: BLE001 - informative only; uv may be missing
-        return None
 
 
 # -- the phase ---------------------------------------------------------------------------
@@ -1366,17 +1356,23 @@ def phase_coldstart(bench: Bench, reps: int, only: tuple[str, ...] | None = None
     }
     bin_ff = str(Path(PYTHON).parent / "functions-framework")
     bare_source = str(ROOT / "bench" / "bare" / "main.py")
-    absent = absent_modules()
+    from infra.bundle import module_owners
+
+    deployed, owners = deployed_distributions(), module_owners()
     subjects: dict[str, tuple[list[str], str, dict[str, str]]] = {}  # argv, signature, env
     for signature, target in (("http", "bare_http"), ("cloudevent", "bare_event")):
         argv = [bin_ff, "--source", bare_source, "--target", target]
-        env = {**base_env, **absent[BARE]}
+        env = {**base_env, **hidden_env(deployed[BARE], owners)}
         subjects[target] = ([*argv, "--signature-type", signature], signature, env)
     functions = [f for f in FUNCTIONS if only is None or f[0] in only]
     bare_of = {n: "bare_event" if s == "cloudevent" else "bare_http" for n, _, _, s in functions}
     for name, _folder, _target, signature in functions:
         argv = stack.function_argv(name)
-        env = {**base_env, **absent[name], "THREADS": str(BenchStack.threads.get(name, 1))}
+        env = {
+            **base_env,
+            **hidden_env(deployed[name], owners),
+            "THREADS": str(BenchStack.threads.get(name, 1)),
+        }
         if name == "dispatcher":
             # The check it schedules would otherwise make the stack's watchdog ingest the
             # generation in the background while later processes are timed.
@@ -1462,7 +1458,6 @@ def phase_coldstart(bench: Bench, reps: int, only: tuple[str, ...] | None = None
                     )
     finally:
         tap.close()
-    runtime = _runtime_distributions()
     out: dict[str, Any] = {
         "bare_http_s": spread(first["bare_http"]),
         "bare_event_s": spread(first["bare_event"]),
@@ -1495,9 +1490,7 @@ def phase_coldstart(bench: Bench, reps: int, only: tuple[str, ...] | None = None
             "needed": {"libraries": list(needed), "why": reason},
             "importtime": found[name]
             | {
-                "not_in_deployment": None
-                if runtime is None
-                else [lib for lib in libraries if lib not in runtime],
+                "not_in_deployment": [lib for lib in libraries if lib not in deployed[name]],
                 "allowance_import_failures": sorted(
                     {f for t in timings[name] for f in t["failed"]}
                 ),
@@ -1694,7 +1687,7 @@ def table(r: dict[str, Any]) -> str:
         ]
     for name, f in cold:
         it = f["importtime"]
-        dev = set(it["not_in_deployment"] or ())
+        dev = set(it["not_in_deployment"])
         libs = ", ".join(
             f"{k}{'†' if k in dev else ''} {v * 1000:.0f}"
             for k, v in it["libraries_s"].items()
@@ -1716,8 +1709,7 @@ def table(r: dict[str, Any]) -> str:
     if any(f["importtime"]["not_in_deployment"] for _, f in cold):
         rows += [
             "",
-            "† not in the deployment's requirements (uv.lock without dev dependencies): "
-            "the function imported it although bench/bare/deployed hides it.",
+            "† not in the function's bundle: it imported it although bench/bare/deployed hides it.",
         ]
     return "\n".join(rows)
 

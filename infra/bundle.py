@@ -636,10 +636,12 @@ class Bundle:
     imports: tuple[str, ...]  # every external import statement its code can run
 
 
-def plan(functions_dir: Path = FUNCTIONS_DIR, package_dir: Path = PACKAGE_DIR) -> list[Bundle]:
+def plan(
+    functions_dir: Path = FUNCTIONS_DIR, package_dir: Path = PACKAGE_DIR, lock: Lock | None = None
+) -> list[Bundle]:
     graph = ImportGraph(package_dir)
     owners = module_owners()
-    lock = Lock.load()
+    lock = lock or Lock.load()
     bundles = []
     for function in entry_points(functions_dir):
         reach = graph.reachable(function.folder / "main.py")
