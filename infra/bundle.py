@@ -68,6 +68,7 @@ PURE_DECORATORS = {
     "abstractmethod",
     "overload",
     "final",
+    "Once",  # imagegen.once: calls the factory on first use, not when decorating
 }
 SKIPPED_PARTS = {"__pycache__", "tests", "test", ".pytest_cache", ".ruff_cache", ".venv"}
 SKIPPED_SUFFIXES = {".pyc", ".pyo"}

@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 
 import flask
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from werkzeug.routing import Map, Rule
 
 from imagegen import clients, context
 from imagegen.cleanup import MAX_BATCH_SIZE, FirestoreCleanupStore, SweepConfig, Sweeper
+from imagegen.models.base import Model
 from imagegen.settings import Settings, get_settings
 from imagegen.task_auth import authorize_task_call
 from imagegen.validation import load_body, problems_from_pydantic, raise_validation
@@ -32,7 +33,7 @@ URL_MAP = Map(
 )
 
 
-class SweepRequest(BaseModel):
+class SweepRequest(Model):
     """What a caller may ask of one sweep: less time, smaller batches."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")

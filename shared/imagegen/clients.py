@@ -1,4 +1,4 @@
-"""Process-wide Google clients, created on first use and reused across invocations.
+"""Process-wide Google clients, created once on first use and reused across invocations.
 
 Cloud Functions keep an instance warm between requests, so building a client (channels,
 auth, discovery) once per instance rather than once per request is most of the latency.
@@ -7,41 +7,36 @@ Imports are inside the getters so a function only pays for the libraries it real
 
 from __future__ import annotations
 
-import threading
-from functools import cache
 from typing import TYPE_CHECKING
 
+from imagegen.once import Once
 from imagegen.settings import get_settings
 
 if TYPE_CHECKING:
     from google.cloud import firestore, storage
     from google.pubsub_v1 import PublisherClient
 
-_lock = threading.Lock()
 
-
-@cache
+@Once
 def firestore_client() -> firestore.Client:
     from google.cloud import firestore
 
-    with _lock:
-        return firestore.Client(project=get_settings().gcp_project)
+    return firestore.Client(project=get_settings().gcp_project)
 
 
-@cache
+@Once
 def storage_client() -> storage.Client:
     from google.cloud import storage
 
     settings = get_settings()
-    with _lock:
-        if settings.storage_emulator_host:
-            from google.auth.credentials import AnonymousCredentials
+    if settings.storage_emulator_host:
+        from google.auth.credentials import AnonymousCredentials
 
-            return storage.Client(project=settings.gcp_project, credentials=AnonymousCredentials())
-        return storage.Client(project=settings.gcp_project)
+        return storage.Client(project=settings.gcp_project, credentials=AnonymousCredentials())
+    return storage.Client(project=settings.gcp_project)
 
 
-@cache
+@Once
 def publish_api() -> PublisherClient:
     """The Pub/Sub Publish RPC itself, without the batching client's timer threads: the
     accept path publishes a request's messages in one synchronous call (one round trip),
@@ -49,11 +44,10 @@ def publish_api() -> PublisherClient:
     from google.pubsub_v1 import PublisherClient
 
     emulator = get_settings().pubsub_emulator_host
-    with _lock:
-        if emulator:
-            import grpc
-            from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+    if emulator:
+        import grpc
+        from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
-            channel = grpc.insecure_channel(emulator)
-            return PublisherClient(transport=PublisherGrpcTransport(channel=channel))
-        return PublisherClient()
+        channel = grpc.insecure_channel(emulator)
+        return PublisherClient(transport=PublisherGrpcTransport(channel=channel))
+    return PublisherClient()

@@ -7,10 +7,10 @@ them, not at start-up, and a function never loads those it does not use.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import TYPE_CHECKING
 
 from imagegen import clients
+from imagegen.once import Once
 from imagegen.settings import get_settings
 
 if TYPE_CHECKING:
@@ -25,42 +25,42 @@ if TYPE_CHECKING:
     from imagegen.webhook_signature import FalWebhookVerifier
 
 
-@cache
+@Once
 def generations() -> GenerationRepository:
     from imagegen.repository import GenerationRepository
 
     return GenerationRepository(clients.firestore_client())
 
 
-@cache
+@Once
 def api_keys() -> ApiKeyRepository:
     from imagegen.repository import ApiKeyRepository
 
     return ApiKeyRepository(clients.firestore_client(), get_settings().api_key_cache_seconds)
 
 
-@cache
+@Once
 def url_signer() -> UrlSigner:
     from imagegen.url_signing import UrlSigner
 
     return UrlSigner(clients.storage_client(), get_settings())
 
 
-@cache
+@Once
 def loras() -> LoraRepository:
     from imagegen.loras import LoraRepository
 
     return LoraRepository(clients.firestore_client())
 
 
-@cache
+@Once
 def image_store() -> ImageStore:
     from imagegen.storage import ImageStore
 
     return ImageStore(clients.storage_client(), get_settings())
 
 
-@cache
+@Once
 def fal_gateway() -> FalGateway:
     from imagegen.fal_gateway import FalGateway
 
@@ -68,7 +68,7 @@ def fal_gateway() -> FalGateway:
     return FalGateway(settings.fal_key.get_secret_value(), settings.fal_submit_timeout_seconds)
 
 
-@cache
+@Once
 def image_fetcher() -> ImageFetcher:
     from imagegen.image_fetch import ImageFetcher
 
@@ -76,7 +76,7 @@ def image_fetcher() -> ImageFetcher:
     return ImageFetcher(settings.image_download_max_bytes, settings.image_download_timeout_seconds)
 
 
-@cache
+@Once
 def webhook_verifier() -> FalWebhookVerifier:
     from imagegen.webhook_signature import FalWebhookVerifier, JwksCache
 
@@ -87,14 +87,14 @@ def webhook_verifier() -> FalWebhookVerifier:
     )
 
 
-@cache
+@Once
 def task_queue() -> TaskQueue:
     from imagegen.task_queue import TaskQueue
 
     return TaskQueue(get_settings())
 
 
-@cache
+@Once
 def watchdog() -> Watchdog:
     from imagegen.watchdog import Watchdog
 

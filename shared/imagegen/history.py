@@ -18,14 +18,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import pydantic
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 from werkzeug.datastructures import MultiDict
 
 from imagegen import context
 from imagegen.auth import Principal
-from imagegen.models.base import ResponseModel
+from imagegen.models.base import Model, ResponseModel
 from imagegen.models.records import GenerationStatus
 from imagegen.registry import get_model
 from imagegen.repository import HistoryFilter, HistoryPage, HistoryPosition
@@ -97,7 +97,7 @@ def decode_cursor(cursor: str) -> HistoryPosition:
     return HistoryPosition(moment, generation_id)
 
 
-class HistoryQuery(BaseModel):
+class HistoryQuery(Model):
     """The history query string: camelCase (snake_case also read), unknown names refused."""
 
     model_config = ConfigDict(

@@ -199,6 +199,6 @@ def build_document(operations: list[Operation], version: str) -> dict[str, Any]:
 
 @cache
 def document() -> dict[str, Any]:
-    from imagegen.api import OPERATIONS
+    from imagegen.api import operations
 
-    return build_document(OPERATIONS, "1.0.0")
+    return build_document(operations(), "1.0.0")

@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from imagegen.errors import UpstreamRejectedError
 from imagegen.fal_gateway import FalGateway, FalState
+from imagegen.models.base import Model
 from imagegen.models.events import FalWebhook
 from imagegen.models.records import ErrorInfo, Generation, PartStatus
 from imagegen.registry import get_model
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 MAX_SUBMIT_ATTEMPTS = 2  # the first submit and one resubmit after fal lost the request
 
 
-class WatchdogCheck(BaseModel):
+class WatchdogCheck(Model):
     """The body of a watchdog task."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")

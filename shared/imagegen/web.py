@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flask
@@ -77,7 +77,9 @@ def framework_error(error: HTTPException) -> flask.Response:
 Handler = Callable[..., flask.Response]
 
 
-def dispatch(request: flask.Request, url_map: Map, handlers: dict[str, Handler]) -> flask.Response:
+def dispatch(
+    request: flask.Request, url_map: Map, handlers: Mapping[str, Handler]
+) -> flask.Response:
     """Routes a request and turns every failure into the product's JSON error shape."""
     token = bind_trace(
         trace_from_header(
@@ -91,7 +93,7 @@ def dispatch(request: flask.Request, url_map: Map, handlers: dict[str, Handler])
         unbind_trace(token)
 
 
-def _route(request: flask.Request, url_map: Map, handlers: dict[str, Handler]) -> flask.Response:
+def _route(request: flask.Request, url_map: Map, handlers: Mapping[str, Handler]) -> flask.Response:
     try:
         endpoint, args = url_map.bind_to_environ(request.environ).match()
         return handlers[endpoint](request, **args)

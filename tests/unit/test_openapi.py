@@ -16,13 +16,13 @@ def _routes() -> set[tuple[str, str]]:
 
 
 def test_every_route_has_exactly_one_operation() -> None:
-    operations = [(op.method, op.path) for op in api.OPERATIONS]
+    operations = [(op.method, op.path) for op in api.operations()]
     assert len(operations) == len(set(operations)), "an operation is described twice"
     assert set(operations) == _routes()
 
 
 def test_document_is_openapi_3_1_and_json() -> None:
-    document = openapi.build_document(api.OPERATIONS, "test")
+    document = openapi.build_document(api.operations(), "test")
     assert document["openapi"] == "3.1.0"
     json.dumps(document)
     create = document["paths"]["/v1/images/generations"]["post"]
@@ -36,7 +36,7 @@ def test_document_is_openapi_3_1_and_json() -> None:
 
 
 def test_every_reference_resolves() -> None:
-    document = openapi.build_document(api.OPERATIONS, "test")
+    document = openapi.build_document(api.operations(), "test")
     text = json.dumps(document)
     schemas = document["components"]["schemas"]
     for ref in set(part.split('"')[0] for part in text.split('"$ref": "')[1:]):
@@ -47,7 +47,7 @@ def test_every_reference_resolves() -> None:
 def test_every_operation_documents_the_errors_it_can_return() -> None:
     """What `make fuzz` checks answers against: a body means 400/413/415 are possible, an
     Idempotency-Key a 409, a write a 503; every error has the one ErrorBody shape."""
-    document = openapi.build_document(api.OPERATIONS, "test")
+    document = openapi.build_document(api.operations(), "test")
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
             responses = operation["responses"]
@@ -67,7 +67,7 @@ def test_every_operation_documents_the_errors_it_can_return() -> None:
 def test_query_parameters_are_never_null() -> None:
     """`X | None = None` in a query model means "may be left out": no query string spells
     null, so the description offers no null to send."""
-    document = openapi.build_document(api.OPERATIONS, "test")
+    document = openapi.build_document(api.operations(), "test")
     history = document["paths"]["/v1/images/generations"]["get"]["parameters"]
     for parameter in history:
         text = json.dumps(parameter["schema"])
@@ -77,7 +77,7 @@ def test_query_parameters_are_never_null() -> None:
 
 
 def test_seed_000s_lora_list_is_a_bare_list() -> None:
-    document = openapi.build_document(api.OPERATIONS, "test")
+    document = openapi.build_document(api.operations(), "test")
     ok = document["paths"]["/api/get-lora-models"]["get"]["responses"]["200"]
     ref = ok["content"]["application/json"]["schema"]["$ref"]
     schema = document["components"]["schemas"][ref.rsplit("/", 1)[1]]

@@ -4,7 +4,15 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 
-class ApiModel(BaseModel):
+class Model(BaseModel):
+    """Every model of ours. Its validator and serializer are built on first use rather than
+    at import: an instance starting cold builds only the models its first request needs
+    (decision 0010). pydantic>=2.14 makes that first build safe across threads."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class ApiModel(Model):
     """A body the public API reads: camelCase or snake_case in, unknown fields refused."""
 
     model_config = ConfigDict(
@@ -17,7 +25,7 @@ class ApiModel(BaseModel):
     )
 
 
-class ResponseModel(BaseModel):
+class ResponseModel(Model):
     """A body the public API writes: always camelCase."""
 
     model_config = ConfigDict(

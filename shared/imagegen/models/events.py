@@ -10,10 +10,12 @@ import base64
 import binascii
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from imagegen.models.base import Model
 
 
-class PubSubMessage(BaseModel):
+class PubSubMessage(Model):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
     data: bytes = b""
@@ -34,7 +36,7 @@ class PubSubMessage(BaseModel):
             raise ValueError("message.data is not base64") from exc
 
 
-class PubSubEnvelope(BaseModel):
+class PubSubEnvelope(Model):
     """What Eventarc delivers for google.cloud.pubsub.topic.v1.messagePublished."""
 
     model_config = ConfigDict(extra="ignore")
@@ -43,7 +45,7 @@ class PubSubEnvelope(BaseModel):
     subscription: str | None = None
 
 
-class GenerationMessage(BaseModel):
+class GenerationMessage(Model):
     """The body the api publishes: only the id; the record in Firestore is the truth."""
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
@@ -51,7 +53,7 @@ class GenerationMessage(BaseModel):
     generation_id: str = Field(alias="generationId", min_length=1, max_length=128)
 
 
-class FalImage(BaseModel):
+class FalImage(Model):
     model_config = ConfigDict(extra="ignore")
 
     url: str
@@ -60,7 +62,7 @@ class FalImage(BaseModel):
     content_type: str | None = None
 
 
-class FalOutput(BaseModel):
+class FalOutput(Model):
     model_config = ConfigDict(extra="ignore")
 
     images: list[FalImage] = Field(default_factory=list)
@@ -70,7 +72,7 @@ class FalOutput(BaseModel):
     prompt: str | None = None
 
 
-class FalWebhook(BaseModel):
+class FalWebhook(Model):
     """fal's webhook body (https://docs.fal.ai/model-apis/model-endpoints/webhooks)."""
 
     model_config = ConfigDict(extra="ignore")

@@ -11,7 +11,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from imagegen.models.base import Model
 
 
 class GenerationStatus(StrEnum):
@@ -37,7 +39,7 @@ class PartStatus(StrEnum):
     CANCELED = "canceled"
 
 
-class Record(BaseModel):
+class Record(Model):
     model_config = ConfigDict(extra="ignore")
 
 

@@ -1,5 +1,5 @@
 """The public HTTP API, one module per resource.
 
-Each module exports `RULES` (werkzeug rules whose endpoint names are unique across
-modules) and `HANDLERS` (endpoint name → handler). `api.py` joins them into one router.
+Each module exports `HANDLERS` (endpoint name → handler) and `OPERATIONS` (its part of the
+API description). Their rules live in `api.py`, which loads a module on its first request.
 """

@@ -15,7 +15,6 @@ from typing import Annotated, Literal
 import flask
 import pydantic
 from pydantic import Field
-from werkzeug.routing import Rule
 
 from imagegen import context
 from imagegen.auth import issue_api_key
@@ -24,24 +23,18 @@ from imagegen.models.base import ApiModel, ResponseModel
 from imagegen.openapi import Operation
 from imagegen.repository import StoredApiKey
 from imagegen.routes.common import admin
+from imagegen.routes.paths import API_KEYS_PATH
 from imagegen.settings import get_settings
 from imagegen.validation import FieldProblem, parse_body, problems_from_pydantic, raise_validation
 from imagegen.web import json_response, read_body
 
 log = logging.getLogger(__name__)
 
-API_KEYS_PATH = "/v1/admin/apiKeys"
 MAX_LISTED = 200
 # Ids we mint are 16 hex digits; anything else cannot be ours.
 KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@:-]+$")]
-
-RULES = [
-    Rule(API_KEYS_PATH, endpoint="create_api_key", methods=["POST"]),
-    Rule(API_KEYS_PATH, endpoint="list_api_keys", methods=["GET"]),
-    Rule(f"{API_KEYS_PATH}/<key_id>", endpoint="revoke_api_key", methods=["DELETE"]),
-]
 
 
 class CreateApiKeyRequest(ApiModel):

@@ -12,8 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import flask
-from pydantic import RootModel
-from werkzeug.routing import Rule
+from pydantic import ConfigDict, RootModel
 
 from imagegen import accept, cancel, context, history
 from imagegen.errors import NotFoundError
@@ -30,17 +29,11 @@ from imagegen.views import AcceptedView, ErrorView, GenerationView, generation_v
 from imagegen.waiting import MAX_WAIT_SECONDS, wait_for_end
 from imagegen.web import json_response, read_body
 
-RULES = [
-    Rule("/api/get-lora-models", endpoint="seed000_lora_models", methods=["GET"]),
-    Rule("/api/generate-image", endpoint="seed000_generate_image", methods=["POST"]),
-    Rule("/api/images/history/", endpoint="seed001_history", methods=["GET"]),
-    Rule("/api/images/<image_id>/", endpoint="seed001_get_image", methods=["GET"]),
-    Rule("/api/images/<image_id>/", endpoint="seed001_delete_image", methods=["DELETE"]),
-]
-
 
 class Seed000LoraList(RootModel[list[LoraView]]):
     """Seed 000's answer: a bare list of LoRAs."""
+
+    model_config = ConfigDict(defer_build=True)  # as imagegen.models.base.Model
 
 
 class Seed000Result(ResponseModel):

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import flask
 from pydantic import Field
-from werkzeug.routing import Rule
 
 from imagegen import accept, clients, context, idempotency
 from imagegen.errors import BadRequestError, NotFoundError, ValidationError
@@ -22,6 +21,7 @@ from imagegen.models.records import Generation
 from imagegen.models.requests import GenerationRequest
 from imagegen.openapi import Operation
 from imagegen.routes.common import principal, valid_id
+from imagegen.routes.paths import BATCH_PATH
 from imagegen.settings import get_settings
 from imagegen.validation import ValidatedGeneration, load_body, validate_generation
 from imagegen.web import json_response, read_body
@@ -29,16 +29,10 @@ from imagegen.web import json_response, read_body
 if TYPE_CHECKING:
     from google.cloud import firestore
 
-BATCH_PATH = "/v1/images/batch"
 BATCHES = "batches"
 MAX_ITEMS = 50
 # A batch body holds up to 50 requests; the per-request limit would refuse legitimate ones.
 BATCH_BODY_FACTOR = 16
-
-RULES = [
-    Rule(BATCH_PATH, endpoint="create_batch", methods=["POST"]),
-    Rule(f"{BATCH_PATH}/<batch_id>", endpoint="get_batch", methods=["GET"]),
-]
 
 
 def _items(raw: dict[str, Any]) -> list[Any]:

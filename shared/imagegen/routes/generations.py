@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import flask
-from werkzeug.routing import Rule
 
 from imagegen import accept, context, history, idempotency
 from imagegen import cancel as cancellation
@@ -13,26 +12,12 @@ from imagegen.models.records import Generation
 from imagegen.models.requests import GenerationRequest
 from imagegen.openapi import Operation
 from imagegen.routes.common import principal, valid_id
+from imagegen.routes.paths import GENERATIONS_PATH
 from imagegen.settings import get_settings
 from imagegen.validation import load_body, parse_generation_request
 from imagegen.views import AcceptedView, GenerationView, generation_view
 from imagegen.waiting import preferred_wait, wait_for_end
 from imagegen.web import json_response, read_body
-
-GENERATIONS_PATH = "/v1/images/generations"
-
-RULES = [
-    Rule(GENERATIONS_PATH, endpoint="create_generation", methods=["POST"]),
-    Rule(f"{GENERATIONS_PATH}/<generation_id>", endpoint="get_generation", methods=["GET"]),
-    Rule(GENERATIONS_PATH, endpoint="list_generations", methods=["GET"]),
-    Rule(f"{GENERATIONS_PATH}/<generation_id>", endpoint="delete_generation", methods=["DELETE"]),
-    Rule(
-        f"{GENERATIONS_PATH}/<generation_id>/cancel",
-        endpoint="cancel_generation",
-        methods=["POST"],
-    ),
-]
-
 
 OPERATIONS = [
     Operation(

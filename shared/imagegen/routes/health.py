@@ -1,13 +1,10 @@
 from __future__ import annotations
 
 import flask
-from werkzeug.routing import Rule
 
 from imagegen.models.base import ResponseModel
 from imagegen.openapi import Operation
 from imagegen.web import json_response
-
-RULES = [Rule("/healthz", endpoint="health", methods=["GET"])]
 
 
 class Health(ResponseModel):

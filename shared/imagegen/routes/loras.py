@@ -13,7 +13,6 @@ from typing import Annotated
 
 import flask
 from pydantic import Field, StringConstraints, model_validator
-from werkzeug.routing import Rule
 
 from imagegen import blobs, clients, context
 from imagegen.errors import NotFoundError
@@ -22,6 +21,7 @@ from imagegen.models.base import ApiModel, ResponseModel
 from imagegen.openapi import Operation
 from imagegen.registry import MODELS
 from imagegen.routes.common import admin, principal, valid_id
+from imagegen.routes.paths import LORAS_PATH
 from imagegen.settings import Settings, get_settings
 from imagegen.validation import (
     FieldProblem,
@@ -30,15 +30,8 @@ from imagegen.validation import (
 )
 from imagegen.web import json_response, read_body
 
-LORAS_PATH = "/v1/loras"
 UPLOAD_CONTENT_TYPE = "application/octet-stream"
 
-RULES = [
-    Rule(LORAS_PATH, endpoint="list_loras", methods=["GET"]),
-    Rule(LORAS_PATH, endpoint="create_lora", methods=["POST"]),
-    Rule(f"{LORAS_PATH}/<lora_id>", endpoint="get_lora", methods=["GET"]),
-    Rule(f"{LORAS_PATH}/<lora_id>", endpoint="delete_lora", methods=["DELETE"]),
-]
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 

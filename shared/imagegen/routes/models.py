@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import flask
-from werkzeug.routing import Rule
 
 from imagegen.models.base import ResponseModel
 from imagegen.openapi import Operation
@@ -13,8 +12,6 @@ from imagegen.registry import ASPECT_RATIOS, DEFAULT_MODEL, IMAGE_SIZE_PRESETS, 
 from imagegen.routes.common import principal
 from imagegen.settings import get_settings
 from imagegen.web import json_response
-
-RULES = [Rule("/v1/models", endpoint="list_models", methods=["GET"])]
 
 
 class ModelList(ResponseModel):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import flask
-from werkzeug.routing import Rule
 
 from imagegen import openapi
 from imagegen.web import json_response
 
-RULES = [Rule("/openapi.json", endpoint="openapi_document", methods=["GET"])]
 OPERATIONS = [
     openapi.Operation(
         "GET", "/openapi.json", "This document", "meta", auth="none", responses={200: None}

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import flask
 from pydantic import BaseModel
-from werkzeug.routing import Rule
 
 from imagegen.errors import NotFoundError
 from imagegen.openapi import Operation
@@ -42,10 +41,6 @@ CSP = (
     "connect-src 'self' http: https:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
-RULES = [
-    Rule("/", endpoint="playground_page", methods=["GET"]),
-    Rule("/assets/<path:name>", endpoint="playground_asset", methods=["GET"]),
-]
 # HTML, JavaScript and CSS rather than JSON: the 200 names no schema.
 PAGE_RESPONSES: dict[int, type[BaseModel] | None] = {200: None}
 OPERATIONS = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import flask
-from werkzeug.routing import Rule
 
 from imagegen import clients
 from imagegen.limits import Ledger, month_key, next_month_start
@@ -14,8 +13,6 @@ from imagegen.openapi import Operation
 from imagegen.routes.common import principal
 from imagegen.settings import get_settings
 from imagegen.web import json_response
-
-RULES = [Rule("/v1/usage", endpoint="get_usage", methods=["GET"])]
 
 
 class UsageLimitsView(ResponseModel):
