@@ -179,7 +179,7 @@ class Bench:
         env = stack.env
         self.api = httpx.Client(base_url=env["API_URL"], timeout=30.0)
         self.headers = {"Authorization": f"Bearer {env['DEV_API_KEY']}"}
-        self.trust = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+        self.trust = ssl.create_default_context(capath=env["SSL_CERT_DIR"])
         self.sim = httpx.Client(base_url=env["FAL_SIM_URL"], verify=self.trust, timeout=30.0)
         self.images = httpx.Client(verify=self.trust, timeout=30.0)
         self.db = firestore.Client(project=env["GCP_PROJECT"])

@@ -610,7 +610,7 @@ def judge(run: Run, db, gcs) -> Report:  # noqa: ANN001
             tracked.id = generation_id
             tracked.answer_lost = True
     accepted = [t for t in run.tracked if t.id is not None]
-    trust = ssl.create_default_context(cafile=stack.env["SSL_CERT_FILE"])
+    trust = ssl.create_default_context(capath=stack.env["SSL_CERT_DIR"])
     with httpx.Client(base_url=stack.env["FAL_SIM_URL"], verify=trust, timeout=30.0) as sim:
         sim_requests = sim.get("/_sim/requests").json()
     bucket = gcs.bucket(stack.env["IMAGES_BUCKET"])

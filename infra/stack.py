@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from infra import identity
+from infra.falsim.tls import TlsFiles, trust_dirs
 from infra.processes import Managed, free_port, http_ok, tcp_open, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,7 +156,11 @@ class LocalStack:
             # The simulator serves its images from loopback: the one host allowed that way.
             "IMAGE_FETCH_INSECURE_HOSTS": f"127.0.0.1:{p['falsim']}",
             "FAL_SIM_PRIVATE_KEY_FILE": str(sim_dir / "webhook-signing-key.pem"),
-            "SSL_CERT_FILE": str(sim_dir / "ca-bundle.pem"),
+            # The simulator's CA from a hashed directory, as production trusts the image's
+            # (decision 0011). SSL_CERT_FILE empty: a machine may set one (this one does),
+            # and httpx would prefer it.
+            "SSL_CERT_DIR": trust_dirs(TlsFiles.in_dir(sim_dir)),
+            "SSL_CERT_FILE": "",
             "SIGNING_CREDENTIALS_FILE": str(self.state_dir / "signing-key.json"),
             # Firebase ID tokens signed by infra/identity.py (see mint_token).
             "FIREBASE_PROJECT_ID": PROJECT,
@@ -169,6 +174,7 @@ class LocalStack:
                 "FAL_RUN_HOST",
                 "FAL_JWKS_URL",
                 "SSL_CERT_FILE",
+                "SSL_CERT_DIR",
                 "FAL_SIM_URL",
                 "FAL_SIM_PRIVATE_KEY_FILE",
                 "IMAGE_FETCH_INSECURE_HOSTS",

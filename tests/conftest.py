@@ -32,7 +32,7 @@ def stack_env(stack: LocalStack) -> Iterator[dict[str, str]]:
     from imagegen import clients, context
     from imagegen.settings import get_settings
 
-    names = [k for k in stack.env if k not in ("SSL_CERT_FILE",)]
+    names = [k for k in stack.env if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")]
     saved = {k: os.environ.get(k) for k in names}
     os.environ.update({k: stack.env[k] for k in names})
     caches = [

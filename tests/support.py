@@ -165,7 +165,7 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
 
 def sim(stack_env: dict[str, str]) -> httpx.Client:
     """A client for the fal simulator's own control endpoints (it serves its own CA)."""
-    trust = ssl.create_default_context(cafile=stack_env["SSL_CERT_FILE"])
+    trust = ssl.create_default_context(capath=stack_env["SSL_CERT_DIR"])
     return httpx.Client(base_url=stack_env["FAL_SIM_URL"], verify=trust, timeout=10.0)
 
 

@@ -1,15 +1,24 @@
 """The simulator's own certificate authority and HTTPS server certificate.
 
 fal_client always talks https to ``FAL_QUEUE_RUN_HOST``, so the simulator needs a
-certificate that httpx trusts. We mint a local CA once per state dir and hand clients
-``ca-bundle.pem`` (certifi's roots plus that CA) to use as ``SSL_CERT_FILE``: the same
-process can then reach both the simulator and the real internet.
+certificate that httpx trusts. We mint a local CA once per state dir and hand clients two
+ways to trust it:
+
+- ``ca-certs/``, a hashed CA directory holding that CA under its subject hash, for
+  ``SSL_CERT_DIR``. The local stack uses it, as production trusts the image's
+  ``/etc/ssl/certs`` (decision 0011): OpenSSL reads only the issuer a handshake needs, where
+  a bundle is parsed whole each time a TLS context is built (~13 ms).
+- ``ca-bundle.pem`` (certifi's roots plus that CA), for ``SSL_CERT_FILE``.
+
+Either way the same process can reach both the simulator and the real internet.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +49,7 @@ class TlsFiles:
     server_cert: Path
     server_key: Path
     ca_bundle: Path
+    ca_dir: Path
 
     @classmethod
     def in_dir(cls, state_dir: Path) -> TlsFiles:
@@ -49,11 +59,12 @@ class TlsFiles:
             server_cert=state_dir / "server.pem",
             server_key=state_dir / "server-key.pem",
             ca_bundle=state_dir / "ca-bundle.pem",
+            ca_dir=state_dir / "ca-certs",
         )
 
 
 def ensure_tls_files(state_dir: Path) -> TlsFiles:
-    """Create (or reuse) the CA and server certificate, and rewrite the CA bundle."""
+    """Create (or reuse) the CA and server certificate; rewrite the CA bundle and directory."""
     files = TlsFiles.in_dir(state_dir)
     ca_key, ca_cert = _load_or_create_ca(files)
     if not _server_cert_usable(files, ca_cert):
@@ -61,7 +72,49 @@ def ensure_tls_files(state_dir: Path) -> TlsFiles:
     # Rewritten every start so it follows certifi upgrades.
     bundle = Path(certifi.where()).read_bytes().rstrip(b"\n") + b"\n" + files.ca_cert.read_bytes()
     write_atomic(files.ca_bundle, bundle)
+    files.ca_dir.mkdir(exist_ok=True)
+    write_atomic(files.ca_dir / f"{subject_hash(ca_cert)}.0", files.ca_cert.read_bytes())
     return files
+
+
+def trust_dirs(files: TlsFiles) -> str:
+    """``SSL_CERT_DIR`` for a client of the simulator: its CA's directory, then the system's
+    (OpenSSL searches a colon-separated list in order), so real hosts are trusted too."""
+    system = Path(ssl.get_default_verify_paths().openssl_capath)
+    return ":".join(str(d) for d in (files.ca_dir, *[system] * system.is_dir()))
+
+
+def subject_hash(cert: x509.Certificate) -> str:
+    """The name a hashed CA directory holds `cert` under (what `openssl x509 -hash` prints):
+    OpenSSL's X509_NAME_hash, the first four bytes (little-endian) of the SHA-1 of the
+    subject's canonical encoding. Canonical: each value a UTF8String, lowercased, trimmed,
+    inner whitespace collapsed; the RDN sets without the enclosing SEQUENCE. Only names of
+    common names, as this CA's, are supported: other attribute types encode differently."""
+    if any(a.oid != NameOID.COMMON_NAME for a in cert.subject):
+        raise ValueError(f"only common names are supported, not {cert.subject.rfc4514_string()}")
+    canonical = x509.Name(
+        [
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(a.oid, _canonical(str(a.value))) for a in rdn]
+            )
+            for rdn in cert.subject.rdns
+        ]
+    )
+    digest = hashlib.sha1(_der_contents(canonical.public_bytes()), usedforsecurity=False)
+    return f"{int.from_bytes(digest.digest()[:4], 'little'):08x}"
+
+
+def _canonical(value: str) -> str:
+    return re.sub(r"[ \t\n\v\f\r]+", " ", value.strip(" \t\n\v\f\r")).lower()
+
+
+def _der_contents(der: bytes) -> bytes:
+    """The contents of a DER TLV (here, the Name's SEQUENCE)."""
+    length = der[1]
+    if length < 0x80:
+        return der[2:]
+    size = length & 0x7F
+    return der[2 + size :]
 
 
 def server_ssl_context(files: TlsFiles) -> ssl.SSLContext:

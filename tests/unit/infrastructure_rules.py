@@ -106,7 +106,11 @@ TUNABLE = {
 LIBRARY_VARS = {
     "THREADS": "functions-framework: gunicorn's threads per instance",
     "GOOGLE_CLOUD_PROJECT": "google-cloud-* clients: the default project",
+    "SSL_CERT_DIR": "httpx (ours and fal_client's): where the trusted CAs are",
 }
+# Every function trusts the runtime image's hashed CA directory (Ubuntu's ca-certificates):
+# docs/decisions/0011-trust-from-a-ca-directory.md.
+IMAGE_CA_DIR = "/etc/ssl/certs"
 # Project-level roles a function's own account may hold (Firestore has no finer IAM).
 FUNCTION_PROJECT_ROLES = {"roles/datastore.user"}
 BROAD_ROLES = {
@@ -778,6 +782,15 @@ def check_build_environment(infra: Infra) -> list[str]:
             f"infra.bundle.BUILD_ENVIRONMENT {BUILD_ENVIRONMENT!r}"
         ]
     return []
+
+
+def check_trust(infra: Infra) -> list[str]:
+    """Every function reads its TLS trust anchors from the image's CA directory."""
+    return [
+        f"{function}: SSL_CERT_DIR is {found!r}, not {IMAGE_CA_DIR!r}"
+        for function, spec in sorted(infra.functions.items())
+        if (found := (spec.get("environment") or {}).get("SSL_CERT_DIR")) != IMAGE_CA_DIR
+    ]
 
 
 def _ref(expression: str) -> str:

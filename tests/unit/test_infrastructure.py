@@ -199,6 +199,18 @@ def test_the_build_environment_rule_catches_a_missing_source_date_epoch(
     assert reported(problems, r"builds with environment_variables \{\}"), problems
 
 
+def test_every_function_trusts_the_images_ca_directory(infra: rules.Infra) -> None:
+    assert rules.check_trust(infra) == []
+
+
+def test_the_trust_rule_catches_a_function_left_on_the_bundle(infra: rules.Infra) -> None:
+    def drop(i: rules.Infra) -> None:
+        i.functions["webhook"]["environment"].pop("SSL_CERT_DIR")
+
+    problems = rules.check_trust(broken(infra, drop))
+    assert problems == ["webhook: SSL_CERT_DIR is None, not '/etc/ssl/certs'"], problems
+
+
 def test_threads_cpu_and_timeouts_fit_the_code(infra: rules.Infra) -> None:
     assert rules.check_sizing(infra) == []
 
