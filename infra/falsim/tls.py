@@ -80,8 +80,11 @@ def ensure_tls_files(state_dir: Path) -> TlsFiles:
 def trust_dirs(files: TlsFiles) -> str:
     """``SSL_CERT_DIR`` for a client of the simulator: its CA's directory, then the system's
     (OpenSSL searches a colon-separated list in order), so real hosts are trusted too."""
+    dirs = [files.ca_dir]
     system = Path(ssl.get_default_verify_paths().openssl_capath)
-    return ":".join(str(d) for d in (files.ca_dir, *[system] * system.is_dir()))
+    if system.is_dir():
+        dirs.append(system)
+    return ":".join(str(d) for d in dirs)
 
 
 def subject_hash(cert: x509.Certificate) -> str:
