@@ -37,6 +37,7 @@ check-tools:
 	@command -v gcloud >/dev/null || { echo "error: the gcloud CLI is required for the Firestore and Pub/Sub emulators (https://cloud.google.com/sdk/docs/install)" >&2; exit 1; }
 	@gcloud emulators firestore --help >/dev/null 2>&1 || { echo "error: the Firestore emulator is missing: gcloud components install cloud-firestore-emulator (or apt-get install google-cloud-cli-firestore-emulator)" >&2; exit 1; }
 	@gcloud beta emulators pubsub --help >/dev/null 2>&1 || { echo "error: the Pub/Sub emulator is missing: gcloud components install pubsub-emulator beta (or apt-get install google-cloud-cli-pubsub-emulator)" >&2; exit 1; }
+	@command -v openssl >/dev/null || { echo "error: the openssl command is required by make test (a unit test checks the local CA directory's hash against OpenSSL's own): apt-get install openssl" >&2; exit 1; }
 
 demo: setup
 	@$(PY) -m infra.demo
