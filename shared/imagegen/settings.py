@@ -1,5 +1,10 @@
 """Typed settings: every environment variable the functions read is named here, once.
 
+A field is read from the variable of the same name in upper case (any case matches). A
+plain pydantic model reads them: pydantic-settings, which did, cost every cold start ~12 ms
+more to import (its dotenv, CLI and cloud-secret sources) and ~2 ms more to read the
+environment (bench/README.md), for nothing a function here uses.
+
 The Google client libraries read their own emulator variables (FIRESTORE_EMULATOR_HOST,
 PUBSUB_EMULATOR_HOST, STORAGE_EMULATOR_HOST) and fal_client reads FAL_QUEUE_RUN_HOST /
 FAL_RUN_HOST; they are listed here too so that one place documents the whole surface.
@@ -7,11 +12,12 @@ FAL_RUN_HOST; they are listed here too so that one place documents the whole sur
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 MAX_SIGNED_URL_TTL_SECONDS = 7 * 24 * 3600  # V4 signed URLs cannot live longer
 # Where fal serves its output images; `host/prefix` allows only paths under /prefix/.
@@ -23,8 +29,8 @@ FAL_IMAGE_HOSTS = (
 )
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="ignore")
 
     gcp_project: str = Field("imagegen-local", description="Google Cloud project id.")
     images_bucket: str = Field("imagegen-images", description="Bucket for generated images.")
@@ -138,12 +144,12 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(64 * 1024, ge=1024)
     image_download_max_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     image_download_timeout_seconds: float = Field(30.0, gt=0)
-    # Comma-separated in the environment (NoDecode: not JSON), validated by image_fetch.
-    image_fetch_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+    # Comma-separated in the environment, validated by image_fetch.
+    image_fetch_allowed_hosts: tuple[str, ...] = Field(
         FAL_IMAGE_HOSTS,
         description="Where fal images may be fetched from (https): `host` or `host/path-prefix`.",
     )
-    image_fetch_insecure_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+    image_fetch_insecure_hosts: tuple[str, ...] = Field(
         (),
         description=(
             "host:port pairs also fetched from over plain http and on private addresses: the "
@@ -158,6 +164,15 @@ class Settings(BaseSettings):
     )
     fal_submit_timeout_seconds: float = Field(30.0, gt=0)
     log_level: str = Field("INFO")
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """The settings the environment sets; every other field keeps its default. Raises
+        pydantic.ValidationError (a ValueError) naming each malformed variable."""
+        fields = cls.model_fields
+        return cls.model_validate(
+            {key.lower(): value for key, value in environ.items() if key.lower() in fields}
+        )
 
     @field_validator("image_fetch_allowed_hosts", "image_fetch_insecure_hosts", mode="before")
     @classmethod
@@ -201,4 +216,4 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return Settings.from_environment()

@@ -369,7 +369,9 @@ def test_settings_default_the_firebase_project_to_the_gcp_project(monkeypatch) -
     monkeypatch.delenv("FIREBASE_PROJECT_ID", raising=False)
     monkeypatch.delenv("FIREBASE_CERTS_URL", raising=False)
     monkeypatch.setenv("GCP_PROJECT", "p1")
-    assert Settings().firebase_project == "p1"
+    assert Settings.from_environment().firebase_project == "p1"
     monkeypatch.setenv("FIREBASE_PROJECT_ID", "p2")
-    assert Settings().firebase_project == "p2"
-    assert Settings().firebase_certs_url.startswith("https://www.googleapis.com/robot/v1/")
+    assert Settings.from_environment().firebase_project == "p2"
+    assert Settings.from_environment().firebase_certs_url.startswith(
+        "https://www.googleapis.com/robot/v1/"
+    )

@@ -618,7 +618,7 @@ def fresh_settings() -> Iterator[None]:
 def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("IMAGE_FETCH_ALLOWED_HOSTS", "IMAGE_FETCH_INSECURE_HOSTS", "IMAGE_MAX_PIXELS"):
         monkeypatch.delenv(name, raising=False)
-    settings = Settings()
+    settings = Settings.from_environment()
     assert settings.image_fetch_allowed_hosts == (
         "v3.fal.media",
         "v3b.fal.media",
@@ -634,7 +634,7 @@ def test_settings_parse_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("IMAGE_FETCH_ALLOWED_HOSTS", " cdn.example , storage.example/bucket/x ,")
     monkeypatch.setenv("IMAGE_FETCH_INSECURE_HOSTS", "127.0.0.1:8443,[::1]:9000")
     monkeypatch.setenv("IMAGE_MAX_PIXELS", "1000000")
-    settings = Settings()
+    settings = Settings.from_environment()
     assert settings.image_fetch_allowed_hosts == ("cdn.example", "storage.example/bucket/x")
     assert settings.image_fetch_insecure_hosts == ("127.0.0.1:8443", "[::1]:9000")
     assert settings.image_max_pixels == 1_000_000
@@ -655,7 +655,7 @@ def test_malformed_settings_fail_at_startup(
 ) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError):
-        Settings()
+        Settings.from_environment()
 
 
 @pytest.mark.usefixtures("fresh_settings")
