@@ -17,11 +17,11 @@ from pydantic import ConfigDict, Field
 from werkzeug.routing import Map, Rule
 
 from imagegen import clients, context
+from imagegen.bodies import load_body, problems_from_pydantic, raise_validation
 from imagegen.cleanup import MAX_BATCH_SIZE, FirestoreCleanupStore, SweepConfig, Sweeper
 from imagegen.models.base import Model
 from imagegen.settings import Settings, get_settings
 from imagegen.task_auth import authorize_task_call
-from imagegen.validation import load_body, problems_from_pydantic, raise_validation
 from imagegen.web import dispatch, json_response, read_body
 
 URL_MAP = Map(

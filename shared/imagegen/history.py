@@ -25,12 +25,12 @@ from werkzeug.datastructures import MultiDict
 
 from imagegen import context
 from imagegen.auth import Principal
+from imagegen.bodies import FieldProblem, problems_from_pydantic, raise_validation
 from imagegen.models.base import Model, ResponseModel
 from imagegen.models.records import GenerationStatus
 from imagegen.registry import get_model
 from imagegen.repository import HistoryFilter, HistoryPage, HistoryPosition
 from imagegen.routes.common import RESOURCE_ID
-from imagegen.validation import FieldProblem, problems_from_pydantic, raise_validation
 from imagegen.views import GenerationView, generation_view
 
 DEFAULT_PER_PAGE = 20

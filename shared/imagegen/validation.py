@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import pydantic
 from pydantic.alias_generators import to_camel
 
-from imagegen.errors import BadRequestError, ValidationError
+from imagegen.bodies import FieldProblem, load_body, problems_from_pydantic, raise_validation
 from imagegen.models.requests import UNION_TAGS, CustomSize, GenerationRequest, LoraChoice
 from imagegen.registry import (
     DEFAULT_IMAGE_SIZE,
@@ -29,8 +29,6 @@ from imagegen.registry import (
 from imagegen.settings import get_settings
 from imagegen.sizes import preset_size, size_for_aspect_ratio
 
-M = TypeVar("M", bound=pydantic.BaseModel)
-
 # Request fields that only some models take, checked against the registry.
 MODEL_PARAMETERS = (
     "steps",
@@ -42,39 +40,6 @@ MODEL_PARAMETERS = (
     "image_url",
     "sampler",
 )
-
-
-@dataclass(frozen=True)
-class FieldProblem:
-    field: str
-    message: str
-    type: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"field": self.field, "message": self.message, "type": self.type}
-
-
-def _field_path(loc: tuple[int | str, ...], as_sent: bool = False) -> str:
-    def name(part: int | str) -> str:
-        # A field we do not know is named exactly as the client spelled it.
-        return str(part) if as_sent or not isinstance(part, str) else to_camel(part)
-
-    return ".".join(name(p) for p in loc if p not in UNION_TAGS) or "body"
-
-
-def problems_from_pydantic(exc: pydantic.ValidationError) -> list[FieldProblem]:
-    return [
-        FieldProblem(
-            _field_path(err["loc"], err["type"] == "extra_forbidden"), err["msg"], err["type"]
-        )
-        for err in exc.errors()
-    ]
-
-
-def raise_validation(problems: list[FieldProblem]) -> None:
-    if problems:
-        names = ", ".join(dict.fromkeys(p.field for p in problems))
-        raise ValidationError(f"Invalid request: {names}", details=[p.as_dict() for p in problems])
 
 
 @dataclass(frozen=True)
@@ -95,30 +60,6 @@ class ValidatedGeneration:
         return self.width * self.height / 1_000_000
 
 
-def parse_body(model: type[M], body: bytes) -> M:
-    """A JSON object body validated by `model` (JSON-mode strictness): 400 if it is not a
-    JSON object, 422 naming every bad field otherwise."""
-    load_body(body)
-    try:
-        return model.model_validate_json(body)
-    except pydantic.ValidationError as exc:
-        raise_validation(problems_from_pydantic(exc))
-        raise  # unreachable: raise_validation raised
-
-
-def load_body(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or the 400 that says why it is not one."""
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequestError("Request body is not valid JSON", code="malformed_json") from None
-    except RecursionError:  # `[[[[…]]]]` thousands deep fits in any size limit
-        raise BadRequestError("Request body is nested too deeply", code="malformed_json") from None
-    if not isinstance(raw, dict):
-        raise BadRequestError("Request body must be a JSON object", code="malformed_json")
-    return raw
-
-
 def parse_generation_request(body: bytes) -> ValidatedGeneration:
     return validate_generation(load_body(body), body)
 
@@ -132,7 +73,7 @@ def validate_generation(raw: dict[str, Any], body: bytes | None = None) -> Valid
         )
     except pydantic.ValidationError as exc:
         # Report the model's own rules in the same answer, so one round trip names them all.
-        shape = problems_from_pydantic(exc)
+        shape = problems_from_pydantic(exc, union_tags=UNION_TAGS)
         raise_validation(shape + _model_rule_problems_of_raw(raw, shape))
         raise  # unreachable: raise_validation raised
     return validate_for_model(request)

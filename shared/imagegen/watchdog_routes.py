@@ -11,10 +11,10 @@ import flask
 from werkzeug.routing import Map, Rule
 
 from imagegen import context
+from imagegen.bodies import parse_body
 from imagegen.ingest import Collaborators
 from imagegen.settings import get_settings
 from imagegen.task_auth import authorize_task_call
-from imagegen.validation import parse_body
 from imagegen.watchdog import WatchdogCheck, run_check
 from imagegen.web import dispatch, json_response, read_body
 

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from imagegen import context
 from imagegen.auth import issue_api_key
+from imagegen.bodies import FieldProblem, parse_body, problems_from_pydantic, raise_validation
 from imagegen.errors import NotFoundError
 from imagegen.models.base import ApiModel, ResponseModel
 from imagegen.openapi import Operation
@@ -25,7 +26,6 @@ from imagegen.repository import StoredApiKey
 from imagegen.routes.common import admin
 from imagegen.routes.paths import API_KEYS_PATH
 from imagegen.settings import get_settings
-from imagegen.validation import FieldProblem, parse_body, problems_from_pydantic, raise_validation
 from imagegen.web import json_response, read_body
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ import flask
 from pydantic import ConfigDict, RootModel
 
 from imagegen import accept, cancel, context, history
+from imagegen.bodies import load_body
 from imagegen.errors import NotFoundError
 from imagegen.models.base import ResponseModel
 from imagegen.models.records import Generation, GenerationStatus
@@ -24,7 +25,7 @@ from imagegen.routes.common import principal, valid_id
 from imagegen.routes.generations import get_generation_for
 from imagegen.routes.loras import LoraView, lora_view
 from imagegen.settings import get_settings
-from imagegen.validation import load_body, validate_generation
+from imagegen.validation import validate_generation
 from imagegen.views import AcceptedView, ErrorView, GenerationView, generation_view, seed_value
 from imagegen.waiting import MAX_WAIT_SECONDS, wait_for_end
 from imagegen.web import json_response, read_body

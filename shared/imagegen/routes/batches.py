@@ -15,6 +15,7 @@ import flask
 from pydantic import Field
 
 from imagegen import accept, clients, context, idempotency
+from imagegen.bodies import load_body
 from imagegen.errors import BadRequestError, NotFoundError, ValidationError
 from imagegen.models.base import ApiModel, ResponseModel
 from imagegen.models.records import Generation
@@ -23,7 +24,7 @@ from imagegen.openapi import Operation
 from imagegen.routes.common import principal, valid_id
 from imagegen.routes.paths import BATCH_PATH
 from imagegen.settings import get_settings
-from imagegen.validation import ValidatedGeneration, load_body, validate_generation
+from imagegen.validation import ValidatedGeneration, validate_generation
 from imagegen.web import json_response, read_body
 
 if TYPE_CHECKING:

@@ -7,6 +7,7 @@ import flask
 from imagegen import accept, context, history, idempotency
 from imagegen import cancel as cancellation
 from imagegen.auth import Principal
+from imagegen.bodies import load_body
 from imagegen.errors import NotFoundError
 from imagegen.models.records import Generation
 from imagegen.models.requests import GenerationRequest
@@ -14,7 +15,7 @@ from imagegen.openapi import Operation
 from imagegen.routes.common import principal, valid_id
 from imagegen.routes.paths import GENERATIONS_PATH
 from imagegen.settings import get_settings
-from imagegen.validation import load_body, parse_generation_request
+from imagegen.validation import parse_generation_request
 from imagegen.views import AcceptedView, GenerationView, generation_view
 from imagegen.waiting import preferred_wait, wait_for_end
 from imagegen.web import json_response, read_body

@@ -15,6 +15,7 @@ import flask
 from pydantic import Field, StringConstraints, model_validator
 
 from imagegen import blobs, clients, context
+from imagegen.bodies import FieldProblem, parse_body, raise_validation
 from imagegen.errors import NotFoundError
 from imagegen.loras import UPLOAD_PREFIX, Lora, check_url, fetchable_url, gcs_location
 from imagegen.models.base import ApiModel, ResponseModel
@@ -23,11 +24,6 @@ from imagegen.registry import MODELS
 from imagegen.routes.common import admin, principal, valid_id
 from imagegen.routes.paths import LORAS_PATH
 from imagegen.settings import Settings, get_settings
-from imagegen.validation import (
-    FieldProblem,
-    parse_body,
-    raise_validation,
-)
 from imagegen.web import json_response, read_body
 
 UPLOAD_CONTENT_TYPE = "application/octet-stream"
