@@ -7,10 +7,10 @@ overwrite the same objects rather than add copies, and only one of them commits.
 A result with images goes straight to the part's ingest claim: the claim's own fresh read
 refuses a terminal generation or a completed part, so no separate read comes first (error
 deliveries, and a claim that finds no record to refuse, still read the record). Nothing is
-stored before the claim is held. fal's webhook (`prefetch=True`) downloads the images and
-makes their thumbnails while the claim is being written, so the copy starts with the
-uploads; a delivery that then does not get the claim stores nothing, and its downloads are
-dropped.
+stored before the claim is held. With `prefetch` (fal's webhook; the watchdog, unless the
+record it read shows a copy under way) the images are downloaded and their thumbnails made
+while the claim is being written, so the copy starts with the uploads; a delivery that then
+does not get the claim stores nothing, and its downloads are dropped.
 """
 
 from __future__ import annotations
@@ -178,9 +178,9 @@ def ingest(
 ) -> Outcome:
     """A fal result (from fal's webhook, or fetched by the watchdog: one code path).
 
-    `prefetch`: download the images while the claim is being written (fal's webhook, where
-    the time to completion counts); the watchdog, which may find the part busy check after
-    check, downloads only once it holds the claim."""
+    `prefetch`: download the images while the claim is being written, so the copy starts
+    with the uploads. Its callers prefetch unless they know the claim will be refused: a
+    delivery that does not get the claim drops its downloads."""
     located = _locate(webhook, ref, c)
     if located is None:
         return _unknown(webhook)

@@ -64,6 +64,11 @@ def _lapsed(part: GenerationPart, now: datetime) -> bool:
     return part.claim_expires_at is None or part.claim_expires_at <= now
 
 
+def copy_under_way(part: GenerationPart, now: datetime) -> bool:
+    """Another delivery holds the part's live ingest claim: a claim now would be BUSY."""
+    return part.status is PartStatus.INGESTING and not _lapsed(part, now)
+
+
 def _hold(part: GenerationPart, lease: Lease) -> None:
     part.claim_id = lease.claim_id
     part.claim_expires_at = lease.expires_at
@@ -138,7 +143,7 @@ def claim_ingest(
         return IngestClaim.ENDED
     if part.status is PartStatus.COMPLETED:
         return IngestClaim.DONE
-    if part.status is PartStatus.INGESTING and not _lapsed(part, lease.now):
+    if copy_under_way(part, lease.now):
         return IngestClaim.BUSY
     if part.status not in INGESTIBLE and part.status is not PartStatus.INGESTING:
         return IngestClaim.ENDED

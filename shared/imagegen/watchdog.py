@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ConfigDict, Field
 
+from imagegen import lifecycle
 from imagegen.errors import UpstreamRejectedError
 from imagegen.fal_gateway import FalGateway, FalState
 from imagegen.models.base import Model
@@ -161,7 +162,10 @@ def run_check(
     # Imported here: the dispatcher, which only schedules checks, never loads ingest.
     from imagegen.ingest import Outcome, ingest
 
-    outcome = ingest(webhook, PartRef(generation.id, check.part), collaborators)
+    # The images download while the part is being claimed, as for fal's webhook, unless the
+    # record already showed a copy under way: that claim would be refused, check after check.
+    prefetch = not lifecycle.copy_under_way(part, datetime.now(UTC))
+    outcome = ingest(webhook, PartRef(generation.id, check.part), collaborators, prefetch=prefetch)
     if outcome is Outcome.IN_PROGRESS:
         # Someone holds the copy (a webhook past its budget, or one that died mid-copy). Its
         # claim lapses within INGEST_LEASE, so look again until then, whatever the count of
