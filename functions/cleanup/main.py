@@ -3,9 +3,11 @@
 import functions_framework
 
 from imagegen import cleanup_routes
+from imagegen.gc_settings import configure_gc
 from imagegen.logging_setup import configure_logging
 
 configure_logging()
+configure_gc()
 
 
 @functions_framework.http

@@ -6,9 +6,11 @@ Raising makes Eventarc redeliver (retry is on); returning acknowledges the messa
 import functions_framework
 
 from imagegen import dispatcher_event
+from imagegen.gc_settings import configure_gc
 from imagegen.logging_setup import configure_logging
 
 configure_logging()
+configure_gc()
 
 
 @functions_framework.cloud_event
